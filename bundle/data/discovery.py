@@ -1,0 +1,181 @@
+"""Find cases in real dataset layouts and keep one train / validation / test split per dataset."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from bundle.io import atomic_write_json, read_json
+from bundle.modalities import DEFAULT_MODALITIES, check_modalities
+
+__all__ = ["LAYOUTS", "detect_layout", "discover_cases", "split_cases", "load_datalist"]
+
+LAYOUTS: dict[str, dict] = {
+    "brats2021": {"separator": "_", "names": {}, "label": "seg"},
+    "brats2023": {"separator": "-", "names": {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}, "label": "seg"},
+}
+"""Per-case-folder layouts: ``<case>/<case><separator><name>.nii.gz``; ``names`` maps a modality to its
+file suffix where they differ (BraTS 2023: t2f = FLAIR, t1n = T1, t1c = T1ce, t2w = T2)."""
+
+SPLITS = ("training", "validation", "test")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
+    for suffix in NIFTI_SUFFIXES:
+        path = case_dir / f"{case_dir.name}{layout['separator']}{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES) -> str:
+    """Name of the layout in :data:`LAYOUTS` that the most case folders of ``dataset_dir`` follow.
+
+    Raises:
+        FileNotFoundError: when ``dataset_dir`` does not exist.
+        ValueError: when no case folder matches any layout.
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset_dir {root} does not exist; point --dataset_dir at a BraTS-style dataset folder, "
+            f"or make one with `python scripts/make_synthetic.py --out {root}`."
+        )
+    case_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
+    counts = {
+        name: sum(any(_file(d, layout, layout["names"].get(m, m)) for m in modalities) for d in case_dirs)
+        for name, layout in LAYOUTS.items()
+    }
+    best = max(counts, key=lambda name: counts[name])
+    if counts[best] == 0:
+        expected = "; ".join(
+            f"{name}: <case>/<case>{lay['separator']}{{" + ",".join(lay["names"].get(m, m) for m in modalities) + "}.nii.gz"
+            for name, lay in LAYOUTS.items()
+        )
+        raise ValueError(f"no case folder in {root} matches a known layout ({expected}).")
+    return best
+
+
+def discover_cases(
+    dataset_dir: str | os.PathLike,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    dataset_format: str = "auto",
+) -> list[dict]:
+    """One data dict per case folder: ``{"case", <modality>: path, ..., "label": path, "mask"}``.
+
+    A modality whose file is absent has no key in the dict and ``False`` in ``mask`` (one flag per
+    modality, in ``modalities`` order); ``label`` is absent when the case has no segmentation.
+
+    Args:
+        dataset_dir: folder holding one folder per case.
+        modalities: modality names in canonical order.
+        dataset_format: a key of :data:`LAYOUTS` or ``"auto"`` to detect it.
+
+    Raises:
+        ValueError: unknown ``dataset_format``, or a case folder without any modality file.
+    """
+    modalities = check_modalities(modalities)
+    if dataset_format == "auto":
+        dataset_format = detect_layout(dataset_dir, modalities)
+    if dataset_format not in LAYOUTS:
+        raise ValueError(f"dataset_format must be 'auto' or one of {list(LAYOUTS)}, got {dataset_format!r}.")
+    layout = LAYOUTS[dataset_format]
+    cases = []
+    for case_dir in sorted(d for d in Path(dataset_dir).iterdir() if d.is_dir()):
+        item: dict = {"case": case_dir.name}
+        for modality in modalities:
+            path = _file(case_dir, layout, layout["names"].get(modality, modality))
+            if path is not None:
+                item[modality] = str(path)
+        if len(item) == 1:
+            expected = [f"{case_dir.name}{layout['separator']}{layout['names'].get(m, m)}.nii.gz" for m in modalities]
+            raise ValueError(
+                f"case folder {case_dir} has no modality file; expected at least one of {expected}. "
+                "Remove the folder or add its images."
+            )
+        label = _file(case_dir, layout, layout["label"])
+        if label is not None:
+            item["label"] = str(label)
+        item["mask"] = [modality in item for modality in modalities]
+        cases.append(item)
+    return cases
+
+
+def split_cases(
+    cases: Sequence[dict], val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0
+) -> dict[str, list[dict]]:
+    """Shuffle ``cases`` with ``seed`` and cut them into disjoint training / validation / test lists.
+
+    Validation and test get ``round(fraction * len(cases))`` cases, at least one each when their
+    fraction is positive; training keeps the rest and must keep at least one.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got {val_fraction} and {test_fraction}."
+        )
+    order = list(cases)
+    random.Random(seed).shuffle(order)
+    sizes = [max(1, round(f * len(order))) if f > 0 else 0 for f in (val_fraction, test_fraction)]
+    if sum(sizes) >= len(order):
+        raise ValueError(
+            f"{len(order)} cases are too few for val_fraction={val_fraction} and test_fraction={test_fraction}: "
+            f"training would get none. Add cases or lower the fractions."
+        )
+    n_val, n_test = sizes
+    return {"training": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
+
+
+def _relative(item: dict, root: Path, keys: Sequence[str]) -> dict:
+    return {k: os.path.relpath(v, root) if k in keys else v for k, v in item.items()}
+
+
+def load_datalist(
+    dataset_dir: str | os.PathLike,
+    datalist_file: str | os.PathLike | None = None,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    dataset_format: str = "auto",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """The dataset's split, read from ``datalist_file`` or made once and written there.
+
+    The file (default ``<dataset_dir>/datalist.json``) uses MONAI's decathlon datalist format with
+    paths relative to ``dataset_dir``, so the split is reused by every later run and training,
+    validation and test cases never mix. A read-only dataset folder keeps the split in memory.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}`` with absolute paths.
+
+    Raises:
+        FileNotFoundError: when the datalist names a file that does not exist.
+    """
+    modalities = check_modalities(modalities)
+    root = Path(dataset_dir).resolve()
+    path_keys = [*modalities, "label"]
+    datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"
+    if datalist_path.is_file():
+        stored = read_json(datalist_path)
+        datalist = {split: [dict(item) for item in stored.get(split, [])] for split in SPLITS}
+        for items in datalist.values():
+            for item in items:
+                for key in path_keys:
+                    if key in item:
+                        item[key] = str(root / item[key])
+                        if not os.path.isfile(item[key]):
+                            raise FileNotFoundError(
+                                f"{datalist_path} names {item[key]} (case {item.get('case', '?')}, key {key!r}), "
+                                f"which does not exist; restore the file or delete {datalist_path} to split again."
+                            )
+        return datalist
+    datalist = split_cases(discover_cases(root, modalities, dataset_format), val_fraction, test_fraction, seed)
+    stored = {split: [_relative(item, root, path_keys) for item in items] for split, items in datalist.items()}
+    stored.update({"modalities": list(modalities), "seed": seed})
+    try:
+        atomic_write_json(datalist_path, stored)
+    except OSError as error:
+        print(f"warning: could not write the split to {datalist_path} ({error}); it is kept in memory for this run.")
+    return datalist

@@ -1,0 +1,3 @@
+from bundle.losses.ckd import CKDLoss, LCKDLoss
+
+__all__ = ["CKDLoss", "LCKDLoss"]

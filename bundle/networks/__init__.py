@@ -1,0 +1,3 @@
+from bundle.networks.lckdnet import FILL_MODES, LCKDNet
+
+__all__ = ["LCKDNet", "FILL_MODES"]

@@ -1,0 +1,231 @@
+"""LCKDNet: a DynUNet-style network with one encoder pass per MRI sequence, mean-fill of missing
+sequences and a shared decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import List, Optional, Tuple, Union
+
+import torch
+from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock, get_conv_layer
+from torch import nn
+
+from bundle.modalities import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
+
+__all__ = ["LCKDNet", "FILL_MODES"]
+
+FILL_MODES: tuple[str, ...] = ("all_levels", "bottleneck")
+
+
+class _Encoder(nn.Module):
+    """DynUNet encoder path (input block, downsamples, bottleneck) for a 1-channel input."""
+
+    def __init__(
+        self,
+        filters: Sequence[int],
+        kernel_size: Sequence[Sequence[int] | int],
+        strides: Sequence[Sequence[int] | int],
+        norm_name: tuple | str,
+        act_name: tuple | str,
+        dropout: float | None,
+    ) -> None:
+        super().__init__()
+        in_channels = [1, *filters[:-1]]
+        self.levels = nn.ModuleList(
+            UnetResBlock(3, cin, cout, kernel, stride, norm_name=norm_name, act_name=act_name, dropout=dropout)
+            for cin, cout, kernel, stride in zip(in_channels, filters, kernel_size, strides)
+        )
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        features: List[torch.Tensor] = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+        return features
+
+
+class LCKDNet(nn.Module):
+    """Missing-modality segmentation network of LCKD (Wang et al., MICCAI 2023) on MONAI's DynUNet blocks.
+
+    Every MRI sequence is encoded on its own as a 1-channel image, either by one shared encoder
+    (sequences folded into the batch, as the official LCKD code does) or by one encoder per sequence.
+    Features of absent sequences are replaced by the mean of the present sequences' features, at every
+    level (``fill="all_levels"``) or at the bottleneck only (``fill="bottleneck"``, the official code).
+    At every level a 1x1x1 convolution fuses the N sequences' features, and a DynUNet decoder with skip
+    connections produces one logit channel per region (TC, WT, ET).
+
+    Args:
+        modalities: names of the input channels, in order; their count is the number of input channels.
+        out_channels: number of output region channels.
+        kernel_size: convolution kernel size per level, as in ``monai.networks.nets.DynUNet``.
+        strides: convolution stride per level (the first is usually 1), as in DynUNet.
+        filters: number of feature channels per level of each encoder and of the decoder.
+        shared_encoder: one encoder for all sequences (``True``) or one per sequence (``False``).
+        fill: where absent sequences get the mean of present ones: one of :data:`FILL_MODES`.
+        norm_name: normalization layer of the residual blocks.
+        act_name: activation of the residual blocks.
+        dropout: dropout probability in the residual blocks.
+
+    In ``eval()`` mode ``forward`` returns the logits ``(B, out_channels, H, W, D)``; in ``train()`` mode
+    it returns ``(logits, bottleneck, mask)``: the per-sequence bottleneck features before fill
+    ``(B, N, C, h, w, d)`` and the boolean mask ``(B, N)`` used, for the distillation loss.
+
+    Example:
+        >>> net = LCKDNet(filters=(8, 16, 32, 64)).eval()
+        >>> x = torch.randn(2, 4, 32, 32, 32)
+        >>> mask = torch.tensor([[True, False, True, False], [True, True, True, True]])
+        >>> net(x, mask).shape
+        torch.Size([2, 3, 32, 32, 32])
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        out_channels: int = len(NETWORK_REGIONS),
+        kernel_size: Sequence[Sequence[int] | int] = (3, 3, 3, 3),
+        strides: Sequence[Sequence[int] | int] = (1, 2, 2, 2),
+        filters: Sequence[int] = (16, 32, 64, 128),
+        shared_encoder: bool = True,
+        fill: str = "all_levels",
+        norm_name: tuple | str = ("INSTANCE", {"affine": True}),
+        act_name: tuple | str = ("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+        dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.modalities = check_modalities(modalities)
+        if len(kernel_size) != len(strides) or len(strides) < 2:
+            raise ValueError(
+                f"kernel_size and strides must have the same length (one entry per level, at least 2), "
+                f"got kernel_size={list(kernel_size)} and strides={list(strides)}."
+            )
+        if len(filters) != len(strides) or any(int(f) < 1 for f in filters):
+            raise ValueError(
+                f"filters must give one positive width per level ({len(strides)} levels from strides), "
+                f"got filters={list(filters)}."
+            )
+        if fill not in FILL_MODES:
+            raise ValueError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be at least 1, got {out_channels}.")
+        self.num_modalities = len(self.modalities)
+        self.filters = [int(f) for f in filters]
+        self.strides = list(strides)
+        self.shared_encoder = bool(shared_encoder)
+        self.fill_all_levels = fill == "all_levels"
+        self.divisor = _spatial_divisor(strides)
+
+        num_encoders = 1 if self.shared_encoder else self.num_modalities
+        self.encoders = nn.ModuleList(
+            _Encoder(self.filters, kernel_size, strides, norm_name, act_name, dropout) for _ in range(num_encoders)
+        )
+        self.fusions = nn.ModuleList(
+            get_conv_layer(3, self.num_modalities * f, f, kernel_size=1, stride=1, conv_only=True) for f in self.filters
+        )
+        self.upsamples = nn.ModuleList(
+            UnetUpBlock(
+                3,
+                self.filters[level + 1],
+                self.filters[level],
+                kernel_size[level + 1],
+                strides[level + 1],
+                upsample_kernel_size=strides[level + 1],
+                norm_name=norm_name,
+                act_name=act_name,
+                dropout=dropout,
+                trans_bias=False,
+            )
+            for level in reversed(range(len(self.filters) - 1))
+        )
+        self.output_block = UnetOutBlock(3, self.filters[0], out_channels, dropout=dropout)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Per-sequence features at every level, each ``(B, N, C_level, h, w, d)``."""
+        batch, num = x.shape[0], x.shape[1]
+        if self.shared_encoder:
+            folded = self.encoders[0](x.reshape(batch * num, 1, x.shape[2], x.shape[3], x.shape[4]))
+            return [f.reshape(batch, num, f.shape[1], f.shape[2], f.shape[3], f.shape[4]) for f in folded]
+        per_modality: List[List[torch.Tensor]] = []
+        for index, encoder in enumerate(self.encoders):
+            per_modality.append(encoder(x[:, index : index + 1]))
+        return [torch.stack([levels[i] for levels in per_modality], dim=1) for i in range(len(self.filters))]
+
+    def decode(self, features: List[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Mean-fill absent sequences, fuse each level and decode to logits.
+
+        Args:
+            features: output of :meth:`encode`.
+            mask: boolean ``(B, N)`` or ``(1, N)`` (broadcast over the batch, as sliding-window
+                inference stacks windows of one case), True where the sequence is present.
+        """
+        weight = mask.to(features[0].dtype)[:, :, None, None, None, None]
+        fused: List[torch.Tensor] = []
+        last = len(self.filters) - 1
+        for level, fusion in enumerate(self.fusions):
+            feature = features[level]
+            if self.fill_all_levels or level == last:
+                feature = _mean_fill(feature, weight)
+            fused.append(fusion(feature.flatten(1, 2)))
+        x = fused[last]
+        for index, upsample in enumerate(self.upsamples):
+            x = upsample(x, fused[last - 1 - index])
+        return self.output_block(x)
+
+    def forward(
+        self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            x: ``(B, N, H, W, D)``, one channel per sequence in ``modalities`` order; an absent sequence
+                may be all zeros.
+            mask: boolean ``(B, N)`` (or ``(1, N)``), True where the sequence is present. ``None`` infers
+                it as the channels that are not all zero, so clients that pass only an image work.
+        """
+        mask = self.check_input(x, mask)
+        x = x * mask.to(x.dtype)[:, :, None, None, None]
+        features = self.encode(x)
+        logits = self.decode(features, mask)
+        if self.training:
+            return logits, features[-1], mask.expand(x.shape[0], -1)
+        return logits
+
+    def check_input(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Validate shapes and return the boolean mask (inferred from non-zero channels when ``None``)."""
+        if x.dim() != 5 or x.shape[1] != self.num_modalities:
+            raise ValueError(
+                f"LCKDNet expects input (batch, {self.num_modalities}, H, W, D) with one channel per modality "
+                f"{list(self.modalities)}, got shape {list(x.shape)}."
+            )
+        for size in x.shape[2:]:
+            if size % self.divisor != 0:
+                raise ValueError(
+                    f"spatial size {list(x.shape[2:])} must be divisible by {self.divisor} (the product of strides "
+                    f"{self.strides}); pad the image or choose a patch_size that is a multiple of {self.divisor}."
+                )
+        if mask is None:
+            return x.detach().flatten(2).abs().amax(dim=2) > 0
+        if mask.dim() != 2 or mask.shape[1] != self.num_modalities or mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"mask must have shape ({x.shape[0]}, {self.num_modalities}) or (1, {self.num_modalities}), "
+                f"one flag per modality {list(self.modalities)}, got {list(mask.shape)}."
+            )
+        mask = mask.to(device=x.device, dtype=torch.bool)
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError(
+                "every sample needs at least one present modality, got a mask row with none; "
+                "drop that sample, or pass mask=None to infer the mask from the non-zero channels."
+            )
+        return mask
+
+
+def _mean_fill(feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Replace absent sequences' features ``(B, N, C, ...)`` by the mean of the present ones'."""
+    count = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mean = (feature * weight).sum(dim=1, keepdim=True) / count
+    return feature * weight + mean * (1.0 - weight)
+
+
+def _spatial_divisor(strides: Sequence[Sequence[int] | int]) -> int:
+    divisor = 1
+    for stride in strides:
+        divisor *= max(stride) if isinstance(stride, Sequence) else int(stride)
+    return divisor

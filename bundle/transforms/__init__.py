@@ -1,0 +1,3 @@
+from bundle.transforms.modality import RandModalityDropd, StackModalitiesd
+
+__all__ = ["StackModalitiesd", "RandModalityDropd"]

@@ -1,0 +1,153 @@
+"""Dictionary transforms for per-sequence inputs: stack them with a presence mask, drop them at random."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_tensor
+
+from bundle.modalities import DEFAULT_MODALITIES, check_modalities
+
+__all__ = ["StackModalitiesd", "RandModalityDropd"]
+
+
+class StackModalitiesd(MapTransform):
+    """Stack per-sequence images into one ``(N, H, W, D)`` image and record which sequences are present.
+
+    Accepts both shapes of data dict (see DESIGN.md):
+
+    - one key per modality, each a loaded ``(1, H, W, D)`` image, absent keys meaning absent sequences
+      (BraTS layouts); an absent sequence becomes an all-zero channel;
+    - a single ``image`` already holding ``N`` channels (MSD Task01, MONAI Label, MONAI Deploy), where
+      an all-zero channel means the sequence is missing.
+
+    The output ``mask_key`` is a bool tensor ``(N,)``, True where the sequence is present (a loaded
+    image that is all zero counts as absent).
+
+    Args:
+        keys: modality keys, in channel order.
+        image_key: key of the stacked output (and of an already stacked input).
+        mask_key: key of the presence mask output.
+        allow_missing_keys: must stay True for per-modality inputs, where absent files have no key.
+
+    Example:
+        >>> t = StackModalitiesd(keys=["flair", "t1"])
+        >>> out = t({"flair": torch.ones(1, 4, 4, 4)})
+        >>> out["image"].shape, out["mask"].tolist()
+        (torch.Size([2, 4, 4, 4]), [True, False])
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = DEFAULT_MODALITIES,
+        image_key: str = "image",
+        mask_key: str = "mask",
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        check_modalities([str(k) for k in self.keys])
+        self.image_key = image_key
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        present = [key for key in self.keys if key in d]
+        if present:
+            d[self.image_key] = self._stack(d, present)
+            for key in present:
+                del d[key]
+        elif self.image_key not in d:
+            raise KeyError(
+                f"no modality image in the data: expected keys {list(self.keys)} (one per sequence) or "
+                f"{self.image_key!r} (all sequences as channels), got keys {list(d)}."
+            )
+        image = d[self.image_key]
+        if image.shape[0] != len(self.keys):
+            raise ValueError(
+                f"{_source(image)}: expected {len(self.keys)} channels, one per modality {list(self.keys)}, "
+                f"got an image of shape {list(image.shape)}."
+            )
+        d[self.mask_key] = convert_to_tensor(image, track_meta=False).reshape(image.shape[0], -1).abs().amax(dim=1) > 0
+        return d
+
+    def _stack(self, d: dict, present: list[Hashable]) -> torch.Tensor:
+        reference = d[present[0]]
+        for key in present:
+            image = d[key]
+            if image.shape[0] != 1:
+                raise ValueError(
+                    f"{_source(image)}: modality {key!r} must be a single 3D volume (1 channel after "
+                    f"EnsureChannelFirst), got shape {list(image.shape)}."
+                )
+            if image.shape != reference.shape:
+                raise ValueError(
+                    f"{_source(image)}: modality {key!r} has spatial shape {list(image.shape[1:])} but "
+                    f"{_source(reference)} ({present[0]!r}) has {list(reference.shape[1:])}; all sequences of a "
+                    "case must be co-registered on one grid (resample them first)."
+                )
+        zeros = torch.zeros_like(torch.as_tensor(reference), dtype=torch.float32)
+        channels = [torch.as_tensor(d[k], dtype=torch.float32) if k in d else zeros for k in self.keys]
+        stacked = torch.cat(channels, dim=0)
+        if isinstance(reference, MetaTensor):
+            return MetaTensor(stacked, meta=reference.meta, applied_operations=reference.applied_operations)
+        return stacked
+
+
+class RandModalityDropd(RandomizableTransform, MapTransform):
+    """Keep a random non-empty subset of the present sequences, zero the others and update the mask.
+
+    The subset is drawn uniformly from all non-empty subsets of the present sequences (the full set
+    included), as LCKD's training does. Channels already absent stay zero. Run it after intensity
+    augmentation so that dropped channels are exactly zero.
+
+    Args:
+        image_key: key of the stacked ``(N, H, W, D)`` image.
+        mask_key: key of the ``(N,)`` bool presence mask.
+        prob: probability of dropping at all; otherwise only absent channels are (re-)zeroed.
+
+    Example:
+        >>> t = RandModalityDropd(prob=1.0)
+        >>> _ = t.set_random_state(0)
+        >>> out = t({"image": torch.ones(4, 2, 2, 2), "mask": torch.ones(4, dtype=torch.bool)})
+        >>> bool(out["mask"].any())
+        True
+    """
+
+    backend = [torch.Tensor]
+
+    def __init__(self, image_key: str = "image", mask_key: str = "mask", prob: float = 1.0) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}.")
+        MapTransform.__init__(self, [image_key, mask_key])
+        RandomizableTransform.__init__(self, prob)
+        self.image_key = image_key
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        mask = convert_to_tensor(d[self.mask_key], dtype=torch.bool, track_meta=False).clone()
+        present = torch.nonzero(mask).flatten().tolist()
+        self.randomize(None)
+        if self._do_transform and len(present) > 1:
+            # a uniform draw among the 2**k - 1 non-empty subsets of the k present sequences
+            subset = int(self.R.randint(1, 2 ** len(present)))
+            for bit, index in enumerate(present):
+                mask[index] = bool(subset >> bit & 1)
+        d[self.mask_key] = mask
+        image = d[self.image_key]
+        d[self.image_key] = image * mask.to(dtype=image.dtype, device=image.device).reshape(-1, *[1] * (image.dim() - 1))
+        return d
+
+
+def _source(image: torch.Tensor) -> str:
+    """File an image was loaded from, for error messages."""
+    if isinstance(image, MetaTensor):
+        name = image.meta.get("filename_or_obj")
+        if name:
+            return str(name)
+    return "image"
