@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_json", "read_json"]
+__all__ = ["atomic_write", "atomic_write_json", "read_json", "load_checkpoint", "load_network", "update_checkpoint"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -54,3 +54,57 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path} does not exist.") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it.") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code is unpickled).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist, saying how to make one.
+        ValueError: when the file is not a readable checkpoint.
+    """
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train first (python -m monai.bundle run --config_file configs/train.json) "
+            "or point --ckpt_path at a trained model.pt."
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}).") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
+    return checkpoint
+
+
+def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load the weights of ``path`` (``{"model": state_dict, ...}`` or a bare state dict) into ``network``.
+
+    Returns:
+        The whole checkpoint, so callers can read its other entries (e.g. the teacher set ``"lckd"``).
+
+    Raises:
+        ValueError: when the weights do not fit the network (other modalities, filters or levels).
+    """
+    checkpoint = load_checkpoint(path, map_location)
+    state = checkpoint.get("model", checkpoint)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        detail = str(error).splitlines()
+        raise ValueError(
+            f"{path} does not fit the network: {' '.join(detail[1:3]).strip() or detail[0]} ... "
+            "It was trained with other modalities, filters, kernel_size or strides: pass the values used in training."
+        ) from None
+    return checkpoint
+
+
+def update_checkpoint(path: str | os.PathLike, key: str, value: Any) -> None:
+    """Set one entry of a checkpoint file, atomically; the weights and other entries are kept."""
+    import torch
+
+    checkpoint = load_checkpoint(path)
+    checkpoint[key] = value
+    atomic_write(path, lambda file: torch.save(checkpoint, file))

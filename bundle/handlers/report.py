@@ -33,8 +33,12 @@ def format_region_dice(dice: Mapping[str, float]) -> str:
     return "  ".join([*parts, f"mean {sum(dice.values()) / len(dice):.3f}"])
 
 
-def log_validation_summary(evaluator) -> dict[str, float]:
+def log_validation_summary(evaluator, teachers: Mapping[str, str] | None = None) -> dict[str, float]:
     """Log the last and the best validation Dice of ``evaluator`` (a MONAI ``SupervisedEvaluator``).
+
+    Args:
+        evaluator: the validation engine, after training.
+        teachers: the elected teacher set to report beside it, if any.
 
     Returns:
         The last validation's Dice per region.
@@ -44,4 +48,6 @@ def log_validation_summary(evaluator) -> dict[str, float]:
     logger.info(f"validation Dice (all modalities), last: {format_region_dice(dice)}")
     if best_epoch >= 0:
         logger.info(f"best mean Dice {best:.4f} at epoch {best_epoch}")
+    if teachers:
+        logger.info("teachers: " + ", ".join(f"{region}->{modality}" for region, modality in teachers.items()))
     return dice

@@ -1,0 +1,240 @@
+"""Teacher election of LCKD: per region, the modality whose single-modality Dice is best."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from bundle.handlers.combinations import combination_dice
+from bundle.io import atomic_write_json, read_json
+from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
+
+__all__ = ["elect_teachers", "bootstrap_win_rate", "update_metadata", "format_election", "ElectionHandler"]
+
+logger = logging.getLogger(__name__)
+
+LOW_WIN_RATE = 0.7
+"""Below this bootstrap win rate the elected teacher is reported as uncertain."""
+
+
+def _argmax_first(scores: Sequence[float]) -> int:
+    """Index of the highest score, the first one on ties; NaN never wins."""
+    best = 0
+    for index, score in enumerate(scores):
+        if not math.isnan(score) and (math.isnan(scores[best]) or score > scores[best]):
+            best = index
+    return best
+
+
+def elect_teachers(dice: torch.Tensor, modalities: Sequence[str]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """Elect, per region, the modality with the best mean single-modality Dice.
+
+    Args:
+        dice: ``(cases, N, R)`` Dice of each case with only modality ``n`` present, regions in
+            network order (TC, WT, ET); NaN entries are skipped.
+        modalities: the N modality names, in canonical order (ties go to the earlier one).
+
+    Returns:
+        ``(teachers, table)``: region -> modality, and region -> {modality: mean Dice}, in report
+        order (ET, TC, WT).
+
+    Example:
+        >>> dice = torch.tensor([[[0.1, 0.9, 0.2], [0.8, 0.3, 0.7]]])  # 1 case, 2 modalities
+        >>> elect_teachers(dice, ["flair", "t1ce"])[0]
+        {'ET': 't1ce', 'TC': 't1ce', 'WT': 'flair'}
+    """
+    modalities = check_modalities(modalities)
+    if dice.dim() != 3 or dice.shape[1] != len(modalities) or dice.shape[2] != len(NETWORK_REGIONS):
+        raise ValueError(
+            f"dice must be (cases, {len(modalities)} modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}."
+        )
+    mean = torch.nanmean(dice.double(), dim=0)  # (N, R)
+    teachers, table = {}, {}
+    for region in REPORT_REGIONS:
+        scores = mean[:, NETWORK_REGIONS.index(region)].tolist()
+        table[region] = {m: round(s, 4) if not math.isnan(s) else None for m, s in zip(modalities, scores)}
+        teachers[region] = modalities[_argmax_first(scores)]
+    return teachers, table
+
+
+def bootstrap_win_rate(
+    dice: torch.Tensor, modalities: Sequence[str], resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """How often each modality wins the election when the cases are resampled with replacement.
+
+    Args:
+        dice: ``(cases, N, R)`` as for :func:`elect_teachers`.
+        modalities: the N modality names.
+        resamples: number of bootstrap resamples.
+        seed: of the resampling, so the figure is reproducible.
+
+    Returns:
+        region -> {modality: fraction of resamples it wins}, in report order.
+    """
+    modalities = check_modalities(modalities)
+    values = dice.double().numpy()
+    cases = values.shape[0]
+    picks = np.random.default_rng(seed).integers(0, cases, size=(resamples, cases))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample may hold no case with a modality
+        means = np.nanmean(values[picks], axis=1)  # (resamples, N, R)
+    rates = {}
+    for region in REPORT_REGIONS:
+        column = means[:, :, NETWORK_REGIONS.index(region)]
+        wins = np.bincount([_argmax_first(row.tolist()) for row in column], minlength=len(modalities))
+        rates[region] = {m: round(float(w) / resamples, 4) for m, w in zip(modalities, wins)}
+    return rates
+
+
+def update_metadata(metadata_file: str | os.PathLike, block: Mapping[str, Any], key: str = "lckd") -> None:
+    """Set ``metadata[key] = block`` in a bundle's metadata.json atomically, keeping every other key."""
+    metadata = read_json(metadata_file)
+    metadata[key] = dict(block)
+    atomic_write_json(metadata_file, metadata)
+
+
+def format_election(result: Mapping[str, Any]) -> str:
+    """A table of the single-modality Dice, the teachers and their win rates."""
+    modalities = result["modalities"]
+    width = max(7, *(len(m) + 2 for m in modalities))
+    lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate"]
+    for region in REPORT_REGIONS:
+        scores = result["election_dice"][region]
+        cells = "".join(f"{'n/a' if scores[m] is None else f'{scores[m]:.3f}':>{width}}" for m in modalities)
+        teacher = result["teachers"][region]
+        rate = result.get("win_rate", {}).get(region, {}).get(teacher)
+        lines.append(f"{region:<6}{cells}   {teacher:<8} {'' if rate is None else f'{rate:.2f}'}")
+    return "\n".join(lines)
+
+
+class ElectionHandler:
+    """Ignite handler: elect per-region teachers on the validation split and switch on CKD.
+
+    At the end of epoch ``elect_epoch`` (after a warm-up without distillation) and then every
+    ``reelect_every`` epochs, the network is validated once per single-modality mask; per region the
+    modality with the best mean Dice becomes the teacher (ties go to the earlier modality). The
+    teacher set is given to the loss, written atomically into ``metadata_file`` under ``"lckd"`` and
+    kept in :meth:`state_dict`, so checkpoints carry it and a resumed run needs no new election.
+    A bootstrap over validation cases gives each teacher's win rate; under 70 % is logged as a warning.
+
+    Args:
+        network: the network being trained.
+        data_loader: validation loader, ``batch_size=1`` (the validation split, disjoint from training).
+        inferer: e.g. ``SlidingWindowInferer``.
+        modalities: modality names in channel order.
+        loss: an ``LCKDLoss`` (anything with ``set_teachers``) to receive the teachers; optional.
+        elect_epoch: epoch after which the first election runs (>= 1).
+        reelect_every: epochs between later elections; 0 elects once.
+        metadata_file: bundle metadata.json to update; ``None`` skips the write.
+        device: where to run the validation passes.
+        resamples: bootstrap resamples for the win rate; 0 skips it.
+        seed: of the bootstrap.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        data_loader: Iterable[dict],
+        inferer: Callable,
+        modalities: Sequence[str],
+        loss: Any = None,
+        elect_epoch: int = 1,
+        reelect_every: int = 0,
+        metadata_file: str | os.PathLike | None = None,
+        device: torch.device | str = "cpu",
+        resamples: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        if elect_epoch < 1:
+            raise ValueError(f"elect_epoch must be >= 1 (epochs of warm-up before the first election), got {elect_epoch}.")
+        if reelect_every < 0:
+            raise ValueError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
+        self.network = network
+        self.data_loader = data_loader
+        self.inferer = inferer
+        self.modalities = check_modalities(modalities)
+        self.loss = loss
+        self.elect_epoch = int(elect_epoch)
+        self.reelect_every = int(reelect_every)
+        self.metadata_file = metadata_file
+        self.device = device
+        self.resamples = int(resamples)
+        self.seed = seed
+        self.result: dict[str, Any] = {}
+
+    @property
+    def teachers(self) -> dict[str, str] | None:
+        return self.result.get("teachers")
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._check_schedule)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._on_epoch)
+
+    def _check_schedule(self, engine: Engine) -> None:
+        if engine.state.max_epochs is not None and self.elect_epoch > engine.state.max_epochs:
+            raise ValueError(
+                f"elect_epoch={self.elect_epoch} is after the last epoch (max_epochs={engine.state.max_epochs}): "
+                "no teacher would be elected and distillation would never run. Lower elect_epoch or raise max_epochs."
+            )
+
+    def _due(self, engine: Engine, epoch: int) -> bool:
+        if epoch == self.elect_epoch:
+            return True
+        return self.reelect_every > 0 and epoch > self.elect_epoch and (epoch - self.elect_epoch) % self.reelect_every == 0
+
+    def _on_epoch(self, engine: Engine) -> None:
+        self.elect(epoch=engine.state.epoch)
+
+    def elect(self, epoch: int | None = None) -> dict[str, Any]:
+        """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
+        dice = combination_dice(
+            self.network, self.data_loader, self.inferer, torch.eye(len(self.modalities), dtype=torch.bool), self.device
+        )
+        teachers, table = elect_teachers(dice, self.modalities)
+        result: dict[str, Any] = {
+            "modalities": list(self.modalities),
+            "teachers": teachers,
+            "election_dice": table,
+            "elected_at": {"epoch": epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "cases": int(dice.shape[0]),
+        }
+        if self.resamples > 0:
+            result["win_rate"] = bootstrap_win_rate(dice, self.modalities, self.resamples, self.seed)
+        self.load_state_dict(result)
+        if self.metadata_file is not None:
+            update_metadata(self.metadata_file, result)
+        where = f"epoch {epoch}" if epoch is not None else "checkpoint"
+        logger.info(f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}")
+        for region, rates in result.get("win_rate", {}).items():
+            rate = rates[teachers[region]]
+            if rate < LOW_WIN_RATE:
+                logger.warning(
+                    f"{region} teacher {teachers[region]} wins only {rate:.0%} of {self.resamples} bootstrap resamples of the "
+                    f"validation cases: the choice is uncertain (win rates {rates}); more validation cases would settle it."
+                )
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.result)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss."""
+        state = dict(state)
+        if state and list(state.get("modalities", [])) != list(self.modalities):
+            raise ValueError(
+                f"the stored election is for modalities {state.get('modalities')}, but this model has {list(self.modalities)}; "
+                "use a checkpoint trained with the same modalities."
+            )
+        self.result = state
+        if self.loss is not None:
+            self.loss.set_teachers(state.get("teachers"))

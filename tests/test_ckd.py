@@ -1,0 +1,73 @@
+import unittest
+
+import torch
+from parameterized import parameterized
+
+from bundle.losses import CKDLoss, LCKDLoss
+
+ALL = torch.ones(2, 4, dtype=torch.bool)
+
+
+class TestCKDLoss(unittest.TestCase):
+    def test_zero_when_students_equal_teacher(self):
+        same = torch.randn(2, 1, 8, 2, 2, 2).expand(2, 4, 8, 2, 2, 2)
+        self.assertEqual(float(CKDLoss()(same, ALL, torch.tensor([2]))), 0.0)
+
+    def test_value_is_mean_l1_over_present_pairs(self):
+        features = torch.zeros(1, 4, 1, 1, 1, 1)
+        features[0, :, 0] = torch.tensor([1.0, 3.0, 0.0, 10.0])[:, None, None, None]
+        mask = torch.tensor([[True, True, True, False]])
+        # teacher 2 (value 0); students 0 and 1 present (|1|, |3|), student 3 absent
+        self.assertAlmostEqual(float(CKDLoss()(features, mask, torch.tensor([2]))), 2.0)
+
+    def test_absent_teacher_is_ignored(self):
+        features = torch.randn(1, 4, 8, 2, 2, 2)
+        mask = torch.tensor([[True, True, False, True]])
+        self.assertEqual(float(CKDLoss()(features, mask, torch.tensor([2]))), 0.0)
+        # with a second teacher present, only its pairs count
+        two = CKDLoss()(features, mask, torch.tensor([0, 2]))
+        one = CKDLoss()(features, mask, torch.tensor([0]))
+        torch.testing.assert_close(two, one)
+
+    def test_teacher_is_detached(self):
+        features = torch.randn(1, 4, 8, 2, 2, 2, requires_grad=True)
+        CKDLoss()(features, torch.ones(1, 4, dtype=torch.bool), torch.tensor([2])).backward()
+        self.assertEqual(float(features.grad[0, 2].abs().sum()), 0.0)
+        self.assertGreater(float(features.grad[0, 0].abs().sum()), 0.0)
+
+    def test_no_teacher_gives_zero(self):
+        self.assertEqual(float(CKDLoss()(torch.randn(2, 4, 8, 2, 2, 2), ALL, torch.zeros(0, dtype=torch.long))), 0.0)
+
+
+class TestLCKDLoss(unittest.TestCase):
+    def setUp(self):
+        torch.manual_seed(0)
+        self.logits = torch.randn(2, 3, 8, 8, 8)
+        self.target = (torch.rand(2, 3, 8, 8, 8) > 0.5).float()
+        self.features = torch.randn(2, 4, 8, 2, 2, 2)
+
+    def test_ckd_off_until_teachers_are_set(self):
+        loss = LCKDLoss(ckd_weight=0.1)
+        plain = loss(self.logits, self.target)
+        self.assertEqual(loss.last_terms["ckd_loss"], 0.0)
+        torch.testing.assert_close(loss((self.logits, self.features, ALL), self.target), plain)
+        loss.set_teachers({"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
+        self.assertEqual(loss.teacher_index.tolist(), [0, 2])
+        total = loss((self.logits, self.features, ALL), self.target)
+        self.assertGreater(loss.last_terms["ckd_loss"], 0.0)
+        torch.testing.assert_close(float(total), float(plain) + 0.1 * loss.last_terms["ckd_loss"], atol=1e-5, rtol=1e-5)
+
+    def test_zero_weight_turns_ckd_off(self):
+        loss = LCKDLoss(ckd_weight=0.0, teachers={"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
+        torch.testing.assert_close(loss((self.logits, self.features, ALL), self.target), loss(self.logits, self.target))
+
+    @parameterized.expand(
+        [
+            ({"ckd_weight": -0.1}, "ckd_weight must be >= 0"),
+            ({"teachers": {"ET": "dwi", "TC": "t1ce", "WT": "flair"}}, "modalities in"),
+            ({"teachers": {"XX": "t1", "TC": "t1ce", "WT": "flair"}}, "regions must be in"),
+        ]
+    )
+    def test_bad_options_are_explained(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            LCKDLoss(**kwargs)

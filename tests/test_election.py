@@ -1,0 +1,170 @@
+import json
+import unittest
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from unittest import mock
+
+import torch
+from monai.inferers import SimpleInferer
+from parameterized import parameterized
+
+from bundle.handlers import ElectionHandler, bootstrap_win_rate, elect_teachers, format_election, update_metadata
+from bundle.losses import LCKDLoss
+from bundle.networks import LCKDNet
+
+MODALITIES = ["flair", "t1", "t1ce", "t2"]
+
+
+def dice_table(means):
+    """(cases=3, N, 3 regions in TC, WT, ET order) with the given per-modality means per region."""
+    table = torch.tensor(means, dtype=torch.float64).T[None].repeat(3, 1, 1)  # means: 3 regions x N
+    return table
+
+
+class TestElectTeachers(unittest.TestCase):
+    def test_argmax_per_region(self):
+        # rows: TC, WT, ET; columns: flair, t1, t1ce, t2
+        dice = dice_table([[0.5, 0.2, 0.8, 0.6], [0.9, 0.3, 0.4, 0.7], [0.1, 0.1, 0.7, 0.2]])
+        teachers, table = elect_teachers(dice, MODALITIES)
+        self.assertEqual(teachers, {"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
+        self.assertEqual(list(table), ["ET", "TC", "WT"])
+        self.assertAlmostEqual(table["WT"]["flair"], 0.9)
+
+    def test_ties_go_to_canonical_order(self):
+        dice = dice_table([[0.5, 0.5, 0.5, 0.5], [0.2, 0.6, 0.6, 0.6], [0.1, 0.1, 0.3, 0.3]])
+        teachers, _ = elect_teachers(dice, MODALITIES)
+        self.assertEqual(teachers, {"ET": "t1ce", "TC": "flair", "WT": "t1"})
+
+    def test_nan_cases_are_skipped_and_never_win(self):
+        dice = dice_table([[0.5, 0.2, 0.8, 0.6], [0.9, 0.3, 0.4, 0.7], [0.1, 0.1, 0.7, 0.2]])
+        dice[0, 2, 2] = float("nan")  # one case without t1ce
+        dice[:, 0, 1] = float("nan")  # flair never had WT
+        teachers, table = elect_teachers(dice, MODALITIES)
+        self.assertEqual(teachers["ET"], "t1ce")
+        self.assertEqual(teachers["WT"], "t2")
+        self.assertIsNone(table["WT"]["flair"])
+
+    def test_win_rate_certain_and_uncertain(self):
+        torch.manual_seed(0)
+        clear = dice_table([[0.5, 0.2, 0.8, 0.6], [0.9, 0.3, 0.4, 0.7], [0.1, 0.1, 0.7, 0.2]]).repeat(4, 1, 1)
+        rates = bootstrap_win_rate(clear + 0.01 * torch.rand_like(clear), MODALITIES, resamples=200)
+        self.assertEqual(rates["WT"]["flair"], 1.0)
+        noisy = torch.rand(12, 4, 3, dtype=torch.float64)
+        rates = bootstrap_win_rate(noisy, MODALITIES, resamples=200)
+        for region in ("ET", "TC", "WT"):
+            self.assertAlmostEqual(sum(rates[region].values()), 1.0, places=6)
+            self.assertLess(max(rates[region].values()), 1.0)
+        self.assertEqual(rates, bootstrap_win_rate(noisy, MODALITIES, resamples=200))  # seeded
+
+    def test_bad_table_shape(self):
+        with self.assertRaisesRegex(ValueError, "dice must be"):
+            elect_teachers(torch.rand(3, 2, 3), MODALITIES)
+
+
+class TestMetadataWrite(unittest.TestCase):
+    def test_keeps_other_keys(self):
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / "metadata.json"
+            path.write_text(json.dumps({"version": "0.1.0", "network_data_format": {"inputs": {}}}))
+            update_metadata(path, {"teachers": {"ET": "t1ce"}})
+            data = json.loads(path.read_text())
+            self.assertEqual(data["version"], "0.1.0")
+            self.assertEqual(data["network_data_format"], {"inputs": {}})
+            self.assertEqual(data["lckd"]["teachers"], {"ET": "t1ce"})
+
+    def test_failure_mid_write_keeps_old_file(self):
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / "metadata.json"
+            original = json.dumps({"version": "0.1.0"})
+            path.write_text(original)
+            with mock.patch("os.fsync", side_effect=OSError(28, "No space left on device")):
+                with self.assertRaises(OSError):
+                    update_metadata(path, {"teachers": {"ET": "t1ce"}})
+            self.assertEqual(path.read_text(), original)
+            self.assertEqual(sorted(p.name for p in Path(tmp).iterdir()), ["metadata.json"])  # no temp file left
+
+
+class OracleNet(torch.nn.Module):
+    """Predicts the label perfectly from modality 2 only (ET/TC) and modality 0 only (WT)."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.label = label
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, mask):
+        good = torch.stack([mask[:, 2], mask[:, 0], mask[:, 2]], dim=1)[:, :, None, None, None]
+        return torch.where(good, self.label * 20 - 10, torch.full_like(self.label, -10.0))
+
+
+class TestElectionHandler(unittest.TestCase):
+    def setUp(self):
+        torch.manual_seed(0)
+        self.label = (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
+        self.loader = [
+            {"image": torch.randn(1, 4, 8, 8, 8), "label": self.label, "mask": torch.ones(1, 4, dtype=torch.bool)}
+            for _ in range(3)
+        ]
+
+    def test_elects_writes_and_applies(self):
+        with TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "metadata.json"
+            meta.write_text(json.dumps({"version": "1.0"}))
+            loss = LCKDLoss(MODALITIES)
+            handler = ElectionHandler(
+                OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, metadata_file=meta, resamples=50
+            )
+            with self.assertLogs("bundle.handlers.election", level="INFO") as logs:
+                result = handler.elect(epoch=3)
+            self.assertEqual(result["teachers"], {"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
+            self.assertEqual(result["election_dice"]["WT"]["flair"], 1.0)
+            self.assertEqual(result["election_dice"]["WT"]["t1"], 0.0)
+            self.assertEqual(result["win_rate"]["ET"]["t1ce"], 1.0)
+            self.assertIn("teacher", "\n".join(logs.output))
+            self.assertEqual(loss.teachers, result["teachers"])
+            stored = json.loads(meta.read_text())
+            self.assertEqual(stored["version"], "1.0")
+            self.assertEqual(stored["lckd"]["teachers"], result["teachers"])
+            self.assertEqual(stored["lckd"]["elected_at"]["epoch"], 3)
+            self.assertIn("WT", format_election(result))
+
+    def test_state_round_trip_through_checkpoint(self):
+        loss = LCKDLoss(MODALITIES)
+        handler = ElectionHandler(OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, resamples=0)
+        handler.elect(epoch=1)
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ckpt.pt"
+            torch.save({"lckd": handler.state_dict()}, path)
+            restored_loss = LCKDLoss(MODALITIES)
+            restored = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, loss=restored_loss)
+            restored.load_state_dict(torch.load(path, weights_only=True)["lckd"])
+        self.assertEqual(restored.teachers, handler.teachers)
+        self.assertEqual(restored_loss.teachers, handler.teachers)
+        self.assertEqual(restored_loss.teacher_index.tolist(), [0, 2])
+
+    def test_other_modalities_refused(self):
+        handler = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES)
+        with self.assertRaisesRegex(ValueError, "same modalities"):
+            handler.load_state_dict({"modalities": ["t1", "t2"], "teachers": {"ET": "t1", "TC": "t1", "WT": "t2"}})
+
+    @parameterized.expand([({"elect_epoch": 0}, "elect_epoch must be >= 1"), ({"reelect_every": -1}, "reelect_every")])
+    def test_bad_options(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, **kwargs)
+
+    def test_schedule(self):
+        handler = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, elect_epoch=2, reelect_every=3)
+        self.assertEqual([e for e in range(1, 12) if handler._due(None, e)], [2, 5, 8, 11])
+        once = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, elect_epoch=2)
+        self.assertEqual([e for e in range(1, 12) if once._due(None, e)], [2])
+
+    def test_real_network_runs(self):
+        net = LCKDNet(filters=(4, 8, 16, 32))
+        label = (torch.rand(1, 3, 16, 16, 16) > 0.5).float()
+        loader = [{"image": torch.randn(1, 4, 16, 16, 16), "label": label, "mask": torch.ones(1, 4, dtype=torch.bool)}] * 2
+        handler = ElectionHandler(net, loader, SimpleInferer(), MODALITIES, resamples=10)
+        result = handler.elect()
+        for region in ("ET", "TC", "WT"):
+            for value in result["election_dice"][region].values():
+                self.assertTrue(0.0 <= value <= 1.0)
+        self.assertTrue(net.training)  # mode restored

@@ -1,0 +1,138 @@
+import unittest
+
+import torch
+from parameterized import parameterized
+
+from bundle.modalities import combination_masks
+from bundle.networks import LCKDNet
+from bundle.networks.lckdnet import _mean_fill
+
+FILTERS = (4, 8, 16, 32)
+CASES = [(shared, fill) for shared in (True, False) for fill in ("all_levels", "bottleneck")]
+
+
+def tiny_net(**kwargs) -> LCKDNet:
+    torch.manual_seed(0)
+    return LCKDNet(filters=FILTERS, **kwargs)
+
+
+class TestLCKDNet(unittest.TestCase):
+    @parameterized.expand(CASES)
+    def test_output_shape_for_every_mask(self, shared, fill):
+        net = tiny_net(shared_encoder=shared, fill=fill).eval()
+        masks = combination_masks()
+        x = torch.randn(len(masks), 4, 16, 16, 16)
+        with torch.no_grad():
+            out = net(x, masks)
+        self.assertEqual(out.shape, (15, 3, 16, 16, 16))
+        self.assertTrue(torch.isfinite(out).all())
+
+    @parameterized.expand(CASES)
+    def test_training_output_and_gradient_reaches_every_encoder(self, shared, fill):
+        net = tiny_net(shared_encoder=shared, fill=fill).train()
+        mask = torch.tensor([[True, True, True, True], [False, True, False, True]])
+        logits, bottleneck, used_mask = net(torch.randn(2, 4, 16, 16, 16), mask)
+        self.assertEqual(logits.shape, (2, 3, 16, 16, 16))
+        self.assertEqual(bottleneck.shape, (2, 4, FILTERS[-1], 2, 2, 2))
+        self.assertTrue(torch.equal(used_mask, mask))
+        (logits.mean() + bottleneck.mean()).backward()
+        for index, encoder in enumerate(net.encoders):
+            grads = [p.grad for p in encoder.parameters()]
+            self.assertTrue(all(g is not None for g in grads), f"encoder {index} got no gradient")
+            self.assertGreater(sum(float(g.abs().sum()) for g in grads), 0.0, f"encoder {index} has zero gradient")
+
+    def test_mean_fill_is_exact_mean_of_present_features(self):
+        feature = torch.randn(2, 4, 3, 2, 2, 2)
+        mask = torch.tensor([[True, False, True, False], [False, False, False, True]])
+        filled = _mean_fill(feature, mask.float()[:, :, None, None, None, None])
+        mean0 = (feature[0, 0] + feature[0, 2]) / 2
+        torch.testing.assert_close(filled[0, 1], mean0)
+        torch.testing.assert_close(filled[0, 3], mean0)
+        torch.testing.assert_close(filled[0, 0], feature[0, 0])
+        for absent in (0, 1, 2):
+            torch.testing.assert_close(filled[1, absent], feature[1, 3])
+
+    def test_network_fills_every_level_with_the_mean(self):
+        net = tiny_net().eval()
+        x = torch.randn(1, 4, 16, 16, 16)
+        mask = torch.tensor([[True, False, True, False]])
+        captured = []
+        hooks = [fusion.register_forward_hook(lambda m, i, o: captured.append(i[0])) for fusion in net.fusions]
+        with torch.no_grad():
+            features = net.encode(x * mask.float()[:, :, None, None, None])
+            net(x, mask)
+        for hook in hooks:
+            hook.remove()
+        for level, fused_input in enumerate(captured):
+            per_modality = fused_input.unflatten(1, (4, -1))
+            expected = (features[level][:, 0] + features[level][:, 2]) / 2
+            torch.testing.assert_close(per_modality[:, 1], expected)
+            torch.testing.assert_close(per_modality[:, 3], expected)
+
+    def test_bottleneck_fill_keeps_zero_input_skips(self):
+        net = tiny_net(fill="bottleneck").eval()
+        mask = torch.tensor([[True, False, True, False]])
+        x = torch.randn(1, 4, 16, 16, 16)
+        captured = []
+        hook = net.fusions[0].register_forward_hook(lambda m, i, o: captured.append(i[0]))
+        with torch.no_grad():
+            features = net.encode(x * mask.float()[:, :, None, None, None])
+            net(x, mask)
+        hook.remove()
+        torch.testing.assert_close(captured[0].unflatten(1, (4, -1))[:, 1], features[0][:, 1])
+
+    def test_mask_inferred_from_zero_channels(self):
+        net = tiny_net().eval()
+        x = torch.randn(1, 4, 16, 16, 16)
+        x[:, 1] = 0
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net(x, torch.tensor([[True, False, True, True]])))
+
+    def test_absent_channel_content_is_ignored(self):
+        net = tiny_net().eval()
+        mask = torch.tensor([[True, False, True, False]])
+        x = torch.randn(1, 4, 16, 16, 16)
+        y = x.clone()
+        y[:, 1] = 100.0
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, mask), net(y, mask))
+
+    def test_single_mask_row_broadcasts_over_windows(self):
+        net = tiny_net().eval()
+        x = torch.randn(3, 4, 16, 16, 16)
+        mask = torch.tensor([[True, True, False, False]])
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, mask), net(x, mask.expand(3, -1)))
+
+    @parameterized.expand([(True,), (False,)])
+    def test_scripted_equals_eager(self, shared):
+        net = tiny_net(shared_encoder=shared).eval()
+        scripted = torch.jit.script(net)
+        x = torch.randn(2, 4, 16, 16, 16)
+        mask = torch.tensor([[True, False, False, True], [True, True, True, True]])
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x, mask), net(x, mask), atol=1e-5, rtol=1e-5)
+
+    @parameterized.expand(
+        [
+            ("wrong_channels", torch.randn(1, 3, 16, 16, 16), None, "one channel per modality"),
+            ("not_divisible", torch.randn(1, 4, 20, 16, 16), None, "divisible by 8"),
+            ("empty_mask", torch.randn(1, 4, 16, 16, 16), torch.zeros(1, 4, dtype=torch.bool), "at least one present"),
+            ("mask_shape", torch.randn(2, 4, 16, 16, 16), torch.ones(3, 4, dtype=torch.bool), "mask must have shape"),
+        ]
+    )
+    def test_bad_input_is_explained(self, _, x, mask, message):
+        with self.assertRaisesRegex(ValueError, message):
+            tiny_net().eval()(x, mask)
+
+    @parameterized.expand(
+        [
+            ({"fill": "everywhere"}, "fill must be one of"),
+            ({"filters": (4, 8)}, "filters must give one positive width per level"),
+            ({"strides": (1, 2, 2)}, "same length"),
+            ({"modalities": ("flair", "flair")}, "unique"),
+        ]
+    )
+    def test_bad_options_are_explained(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            LCKDNet(**{"filters": FILTERS, **kwargs})
