@@ -4,9 +4,14 @@ import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
 from parameterized import parameterized
 
 from bundle.data import discover_cases, load_datalist, make_dataset, split_cases
+from tests.conftest import BUNDLE_ROOT
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
 
@@ -81,3 +86,71 @@ class TestDiscovery(unittest.TestCase):
                 discover_cases(tmp)
             with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
                 discover_cases(Path(tmp) / "absent")
+
+
+def msd_copy(src: Path, dst: Path) -> None:
+    """Rewrite a BraTS 2018-2021 layout as MSD Task01: 4D images, MSD labels, dataset.json.
+
+    Case 0's T2 channel is left all zero, as a missing sequence is in 4-channel data.
+    """
+    (dst / "imagesTr").mkdir(parents=True)
+    (dst / "labelsTr").mkdir()
+    training = []
+    for index, case in enumerate(sorted(src.glob("SYNTH_*"))):
+        seg = nib.load(case / f"{case.name}_seg.nii.gz")
+        channels = []
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            path = case / f"{case.name}_{modality}.nii.gz"
+            missing = not path.exists() or (index == 0 and modality == "t2")
+            channels.append(np.zeros(seg.shape, np.float32) if missing else nib.load(path).get_fdata().astype(np.float32))
+        brats = np.asarray(seg.dataobj)
+        msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0).astype(np.uint8)
+        name = f"BRATS_{index:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(np.stack(channels, axis=-1), seg.affine), dst / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(msd, seg.affine), dst / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    (dst / "dataset.json").write_text(json.dumps({"name": "BrainTumour", "training": training, "test": []}))
+
+
+class TestLayoutsGiveSameRegions(unittest.TestCase):
+    """The three real layouts load through train.json's preprocessing into the same TC/WT/ET regions."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TemporaryDirectory()
+        root = Path(cls.tmp.name)
+        make_dataset(root / "brats2021", cases=2, size=16, seed=4)
+        brats2023_copy(root / "brats2021", root / "brats2023")
+        for case in sorted((root / "brats2023").glob("SYNTH_*")):  # BraTS 2023 labels ET as 3
+            seg_path = case / f"{case.name}-seg.nii.gz"
+            seg = nib.load(seg_path)
+            data = np.asarray(seg.dataobj).copy()
+            data[data == 4] = 3
+            nib.save(nib.Nifti1Image(data, seg.affine), seg_path)
+        msd_copy(root / "brats2021", root / "msd")
+        cls.root = root
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def preprocess(self, dataset_dir: Path) -> list[dict]:
+        parser = ConfigParser()
+        parser.read_config(BUNDLE_ROOT / "configs" / "train.json")
+        parser.update({"dataset_dir": str(dataset_dir), "patch_size": [16, 16, 16], "bundle_root": str(BUNDLE_ROOT)})
+        transform = parser.get_parsed_content("validate::preprocessing")
+        return [transform(case) for case in discover_cases(dataset_dir)]
+
+    def test_same_regions_in_every_layout(self):
+        reference = self.preprocess(self.root / "brats2021")
+        for layout in ("brats2023", "msd"):
+            cases = self.preprocess(self.root / layout)
+            self.assertEqual(len(cases), len(reference))
+            for ours, theirs in zip(cases, reference):
+                self.assertEqual(ours["label"].shape, (3, 16, 16, 16))
+                self.assertTrue(torch.equal(ours["label"], theirs["label"]), layout)
+                torch.testing.assert_close(ours["image"].as_tensor()[:3], theirs["image"].as_tensor()[:3])
+        msd_first = self.preprocess(self.root / "msd")[0]
+        self.assertEqual(msd_first["mask"].tolist(), [True, True, True, False])  # the all-zero T2 channel
+        self.assertTrue(torch.all(msd_first["image"][3] == 0))
+        self.assertEqual(reference[0]["label"].sum(dim=(1, 2, 3)).gt(0).tolist(), [True, True, True])

@@ -10,14 +10,24 @@ from pathlib import Path
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["LAYOUTS", "detect_layout", "discover_cases", "split_cases", "load_datalist"]
+__all__ = ["LAYOUTS", "MSD", "detect_layout", "dataset_convention", "discover_cases", "split_cases", "load_datalist"]
 
 LAYOUTS: dict[str, dict] = {
-    "brats2021": {"separator": "_", "names": {}, "label": "seg"},
-    "brats2023": {"separator": "-", "names": {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}, "label": "seg"},
+    "brats2021": {"separator": "_", "names": {}, "label": "seg", "convention": "brats2021"},
+    "brats2023": {
+        "separator": "-",
+        "names": {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"},
+        "label": "seg",
+        "convention": "brats2023",
+    },
 }
 """Per-case-folder layouts: ``<case>/<case><separator><name>.nii.gz``; ``names`` maps a modality to its
-file suffix where they differ (BraTS 2023: t2f = FLAIR, t1n = T1, t1c = T1ce, t2w = T2)."""
+file suffix where they differ (BraTS 2023: t2f = FLAIR, t1n = T1, t1c = T1ce, t2w = T2); ``convention``
+names the label values on disk (a key of ``bundle.transforms.LABEL_CONVENTIONS``)."""
+
+MSD = "msd"
+"""Medical Segmentation Decathlon Task01_BrainTumour: ``dataset.json``, ``imagesTr/*.nii.gz`` (4D, channels
+FLAIR, T1w, T1gd, T2w) and ``labelsTr/*.nii.gz`` (1 edema, 2 non-enhancing, 3 enhancing)."""
 
 SPLITS = ("training", "validation", "test")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -44,6 +54,8 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
             f"dataset_dir {root} does not exist; point --dataset_dir at a BraTS-style dataset folder, "
             f"or make one with `python scripts/make_synthetic.py --out {root}`."
         )
+    if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
+        return MSD
     case_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
     counts = {
         name: sum(any(_file(d, layout, layout["names"].get(m, m)) for m in modalities) for d in case_dirs)
@@ -55,8 +67,38 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
             f"{name}: <case>/<case>{lay['separator']}{{" + ",".join(lay["names"].get(m, m) for m in modalities) + "}.nii.gz"
             for name, lay in LAYOUTS.items()
         )
-        raise ValueError(f"no case folder in {root} matches a known layout ({expected}).")
+        raise ValueError(
+            f"no case folder in {root} matches a known layout ({expected}; or MSD Task01: dataset.json + imagesTr/)."
+        )
     return best
+
+
+def dataset_convention(
+    dataset_dir: str | os.PathLike, dataset_format: str = "auto", modalities: Sequence[str] = DEFAULT_MODALITIES
+) -> str:
+    """Label convention of a dataset (``"brats2021"``, ``"brats2023"`` or ``"msd"``), from its layout."""
+    layout = detect_layout(dataset_dir, modalities) if dataset_format == "auto" else dataset_format
+    if layout == MSD:
+        return MSD
+    if layout not in LAYOUTS:
+        raise ValueError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
+    return LAYOUTS[layout]["convention"]
+
+
+def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
+    if len(modalities) != 4:
+        raise ValueError(f"MSD Task01 images have 4 channels (FLAIR, T1w, T1gd, T2w); got modalities {list(modalities)}.")
+    index = read_json(root / "dataset.json")
+    cases = []
+    for entry in index.get("training", []):
+        image, label = root / entry["image"], root / entry["label"]
+        for path in (image, label):
+            if not path.is_file():
+                raise FileNotFoundError(f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry.")
+        cases.append({"case": image.name.split(".")[0], "image": str(image), "label": str(label)})
+    if not cases:
+        raise ValueError(f"{root / 'dataset.json'} lists no training case.")
+    return cases
 
 
 def discover_cases(
@@ -64,10 +106,11 @@ def discover_cases(
     modalities: Sequence[str] = DEFAULT_MODALITIES,
     dataset_format: str = "auto",
 ) -> list[dict]:
-    """One data dict per case folder: ``{"case", <modality>: path, ..., "label": path, "mask"}``.
+    """One data dict per case: ``{"case", <modality>: path, ..., "label": path, "mask"}``.
 
     A modality whose file is absent has no key in the dict and ``False`` in ``mask`` (one flag per
-    modality, in ``modalities`` order); ``label`` is absent when the case has no segmentation.
+    modality, in ``modalities`` order); ``label`` is absent when the case has no segmentation. MSD
+    cases are ``{"case", "image": 4D path, "label"}``: a missing sequence there is an all-zero channel.
 
     Args:
         dataset_dir: folder holding one folder per case.
@@ -80,8 +123,10 @@ def discover_cases(
     modalities = check_modalities(modalities)
     if dataset_format == "auto":
         dataset_format = detect_layout(dataset_dir, modalities)
+    if dataset_format == MSD:
+        return _discover_msd(Path(dataset_dir), modalities)
     if dataset_format not in LAYOUTS:
-        raise ValueError(f"dataset_format must be 'auto' or one of {list(LAYOUTS)}, got {dataset_format!r}.")
+        raise ValueError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
     layout = LAYOUTS[dataset_format]
     cases = []
     for case_dir in sorted(d for d in Path(dataset_dir).iterdir() if d.is_dir()):
@@ -155,7 +200,7 @@ def load_datalist(
     """
     modalities = check_modalities(modalities)
     root = Path(dataset_dir).resolve()
-    path_keys = [*modalities, "label"]
+    path_keys = [*modalities, "image", "label"]
     datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"
     if datalist_path.is_file():
         stored = read_json(datalist_path)

@@ -1,17 +1,73 @@
-"""Dice of a model under given modality combinations, case by case."""
+"""Metrics of a model under given modality combinations, case by case."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from monai.metrics import compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance
 from torch import nn
 
-__all__ = ["combination_dice"]
+__all__ = ["case_combination_metrics", "combination_dice"]
 
 
 @torch.no_grad()
+def case_combination_metrics(
+    network: nn.Module,
+    batch: dict,
+    inferer: Callable,
+    masks: torch.Tensor,
+    device: torch.device | str = "cpu",
+    threshold: float = 0.5,
+    hd95_spacing: Sequence[float] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Dice (and HD95) of each region for one case, under each modality combination.
+
+    A case that lacks a sequence of a combination is evaluated with the sequences it has of that
+    combination; when it has none of them, its row is NaN. A region empty in the ground truth gives
+    NaN (MONAI's ``ignore_empty``). HD95 of an empty prediction for a non-empty region is the
+    volume's diagonal, the largest distance possible.
+
+    Args:
+        network: model called as ``inferer(image, network, mask=mask)``, returning region logits; in eval mode.
+        batch: ``image (1, N, ...)``, ``label (1, R, ...)`` and ``mask (1, N)``.
+        inferer: e.g. MONAI ``SlidingWindowInferer``.
+        masks: bool ``(K, N)``, the combinations.
+        device: where to run.
+        threshold: on the sigmoid probability.
+        hd95_spacing: voxel spacing; when given, HD95 is computed too (in the spacing's units).
+
+    Returns:
+        ``{"dice": (K, R)}`` and, with ``hd95_spacing``, ``{"hd95": (K, R)}``; regions in network order.
+    """
+    image = batch["image"].to(device)
+    label = batch["label"].to(device)
+    case_mask = batch["mask"].to(device=device, dtype=torch.bool)
+    if image.shape[0] != 1:
+        raise ValueError(f"combination metrics need a data loader with batch_size=1, got a batch of {image.shape[0]}.")
+    regions = label.shape[1]
+    dice = torch.full((masks.shape[0], regions), float("nan"))
+    hd95 = torch.full((masks.shape[0], regions), float("nan"))
+    diagonal = float(torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing or 1.0)))
+    for index, combination in enumerate(masks.to(device)):
+        mask = combination[None] & case_mask
+        if not bool(mask.any()):
+            continue
+        pred = (torch.sigmoid(torch.as_tensor(inferer(image, network, mask=mask))) > threshold).float()
+        dice[index] = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
+        if hd95_spacing is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
+                distance = compute_hausdorff_distance(pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing))[0].cpu()
+            empty_truth = label[0].flatten(1).sum(1).cpu() == 0
+            hd95[index] = torch.where(empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal))
+    result = {"dice": dice}
+    if hd95_spacing is not None:
+        result["hd95"] = hd95
+    return result
+
+
 def combination_dice(
     network: nn.Module,
     data_loader: Iterable[dict],
@@ -20,22 +76,10 @@ def combination_dice(
     device: torch.device | str = "cpu",
     threshold: float = 0.5,
 ) -> torch.Tensor:
-    """Per-case Dice of each region when the network sees only the sequences of each mask.
-
-    A case that lacks a sequence of the mask is evaluated with the sequences it has of that mask;
-    when it has none of them, its row is NaN. Regions empty in the ground truth give NaN (MONAI's
-    ``ignore_empty``), so use ``nanmean`` to average.
-
-    Args:
-        network: model called as ``network(image, mask=mask)`` returning region logits.
-        data_loader: yields batches with ``image (1, N, ...)``, ``label (1, R, ...)`` and ``mask (1, N)``.
-        inferer: e.g. MONAI ``SlidingWindowInferer``; called as ``inferer(image, network, mask=mask)``.
-        masks: bool ``(K, N)``, the combinations to evaluate.
-        device: where to run.
-        threshold: on the sigmoid probability.
+    """Per-case Dice of each region under each combination of ``masks``, over a whole loader.
 
     Returns:
-        ``(cases, K, R)`` float tensor, regions in the network's channel order.
+        ``(cases, K, R)``; NaN where a case has no sequence of a combination or no voxel of a region.
 
     Example:
         ``combination_dice(net, val_loader, SlidingWindowInferer((32, 32, 32)), torch.eye(4).bool())``
@@ -43,25 +87,10 @@ def combination_dice(
     """
     was_training = network.training
     network.eval()
-    rows = []
     try:
-        for batch in data_loader:
-            image = batch["image"].to(device)
-            label = batch["label"].to(device)
-            case_mask = batch["mask"].to(device=device, dtype=torch.bool)
-            if image.shape[0] != 1:
-                raise ValueError(f"combination_dice needs a data loader with batch_size=1, got a batch of {image.shape[0]}.")
-            row = torch.full((masks.shape[0], label.shape[1]), float("nan"))
-            for index, combination in enumerate(masks.to(device)):
-                mask = combination[None] & case_mask
-                if not bool(mask.any()):
-                    continue
-                logits = inferer(image, network, mask=mask)
-                pred = (torch.sigmoid(torch.as_tensor(logits)) > threshold).float()
-                row[index] = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
-            rows.append(row)
+        rows = [case_combination_metrics(network, batch, inferer, masks, device, threshold)["dice"] for batch in data_loader]
     finally:
         network.train(was_training)
     if not rows:
-        raise ValueError("combination_dice got an empty data loader: the validation split has no case.")
+        raise ValueError("got an empty data loader: the split to evaluate has no case.")
     return torch.stack(rows)

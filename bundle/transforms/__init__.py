@@ -1,4 +1,4 @@
-from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd
+from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd, label_mapping
 from bundle.transforms.modality import RandModalityDropd, StackModalitiesd
 
-__all__ = ["LABEL_CONVENTIONS", "RegionsToLabelsd", "StackModalitiesd", "RandModalityDropd"]
+__all__ = ["LABEL_CONVENTIONS", "label_mapping", "RegionsToLabelsd", "StackModalitiesd", "RandModalityDropd"]

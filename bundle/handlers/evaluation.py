@@ -1,0 +1,214 @@
+"""Evaluate a model under all non-empty modality combinations and write the reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from bundle.handlers.combinations import case_combination_metrics
+from bundle.io import atomic_write
+from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, combination_masks, combination_name, modality_combinations
+
+__all__ = ["CombinationEvaluator", "summarize_combinations", "format_summary_markdown", "write_combination_reports"]
+
+logger = logging.getLogger(__name__)
+
+AVERAGE = "average of combinations"
+
+
+class CombinationEvaluator(Engine):
+    """Ignite engine that evaluates every case under each of the ``2**N - 1`` modality combinations.
+
+    One iteration is one case: Dice (and HD95) per region for every combination, in the fixed order of
+    :func:`bundle.modalities.modality_combinations`. On completion it writes to ``output_dir``:
+    ``combinations.csv`` (one row per case x combination), ``summary.csv`` and ``summary.md`` (mean and
+    std per combination and region, and the average over the combinations, as the LCKD paper reports)
+    and ``combinations.png`` (a Dice heatmap), each written atomically. Handlers (e.g. MONAI's
+    ``StatsHandler``) attach to it like to any Ignite engine.
+
+    Args:
+        network: the trained network.
+        data_loader: ``batch_size=1`` loader of ``image``, ``label``, ``mask`` (and ``case``) dicts.
+        inferer: e.g. ``SlidingWindowInferer``.
+        modalities: modality names in channel order.
+        output_dir: folder for the reports (created).
+        device: where to run.
+        hd95_spacing: voxel spacing in mm for HD95; ``None`` skips HD95.
+        handlers: Ignite/MONAI handlers to attach.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        data_loader: Iterable[dict],
+        inferer: Callable,
+        modalities: Sequence[str],
+        output_dir: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        hd95_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
+        handlers: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(self._iteration)
+        self.network = network
+        self.data_loader = data_loader
+        self.inferer = inferer
+        self.modalities = check_modalities(modalities)
+        self.combinations = modality_combinations(self.modalities)
+        self.masks = combination_masks(self.modalities)
+        self.output_dir = Path(output_dir)
+        self.device = device
+        self.hd95_spacing = hd95_spacing
+        self.rows: list[dict[str, Any]] = []
+        self.summary: list[dict[str, Any]] = []
+        self.report_paths: dict[str, Path] = {}
+        self.add_event_handler(Events.STARTED, self._start)
+        self.add_event_handler(Events.COMPLETED, self._finish)
+        for handler in handlers or ():
+            handler.attach(self)
+
+    def run(self, data: Iterable | None = None, max_epochs: int = 1, **kwargs) -> Any:  # type: ignore[override]
+        """Evaluate every case of ``data`` (default: the ``data_loader`` given) once."""
+        return super().run(self.data_loader if data is None else data, max_epochs=max_epochs, **kwargs)
+
+    def _start(self, engine: Engine) -> None:
+        self.network.eval()
+        self.rows = []
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _iteration(self, engine: Engine, batch: dict) -> dict[str, torch.Tensor]:
+        metrics = case_combination_metrics(self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing)
+        case = _case_name(batch, engine.state.iteration)
+        for index, combination in enumerate(self.combinations):
+            row: dict[str, Any] = {"case": case, "combination": combination_name(combination), "n_modalities": len(combination)}
+            for name, values in metrics.items():
+                for region in REPORT_REGIONS:
+                    row[f"{name}_{region}"] = float(values[index, NETWORK_REGIONS.index(region)])
+            self.rows.append(row)
+        total = len(self.data_loader) if hasattr(self.data_loader, "__len__") else "?"
+        logger.info(f"case {engine.state.iteration}/{total} {case}: mean Dice over {len(self.combinations)} combinations {float(torch.nanmean(metrics['dice'])):.3f}")
+        return metrics
+
+    def _finish(self, engine: Engine) -> None:
+        self.summary = summarize_combinations(self.rows, self.modalities)
+        self.report_paths = write_combination_reports(self.rows, self.summary, self.output_dir)
+        logger.info(f"Dice per modality combination (mean ± std over cases):\n{format_summary_markdown(self.summary)}")
+        logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))
+
+
+def _case_name(batch: dict, iteration: int) -> str:
+    case = batch.get("case")
+    if isinstance(case, (list, tuple)) and case:
+        return str(case[0])
+    if isinstance(case, str):
+        return case
+    image = batch["image"]
+    filename = getattr(image, "meta", {}).get("filename_or_obj") if hasattr(image, "meta") else None
+    if isinstance(filename, (list, tuple)) and filename:
+        return Path(str(filename[0])).name.split(".")[0]
+    return f"case_{iteration:04d}"
+
+
+def _metric_names(rows: Sequence[dict]) -> list[str]:
+    return [name for name in ("dice", "hd95") if rows and f"{name}_{REPORT_REGIONS[0]}" in rows[0]]
+
+
+def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean and std over cases per combination and region, plus the average over the combinations.
+
+    NaN entries (a region absent from a case, a case without any sequence of a combination) are skipped.
+    """
+    names = _metric_names(rows)
+    summary = []
+    for combination in modality_combinations(modalities):
+        label = combination_name(combination)
+        selected = [row for row in rows if row["combination"] == label]
+        entry: dict[str, Any] = {"combination": label, "n_modalities": len(combination), "cases": len(selected)}
+        for name in names:
+            for region in REPORT_REGIONS:
+                values = np.array([row[f"{name}_{region}"] for row in selected], dtype=float)
+                finite = values[~np.isnan(values)]
+                entry[f"{name}_{region}_mean"] = float(finite.mean()) if finite.size else math.nan
+                entry[f"{name}_{region}_std"] = float(finite.std()) if finite.size else math.nan
+        summary.append(entry)
+    average: dict[str, Any] = {"combination": AVERAGE, "n_modalities": "", "cases": summary[0]["cases"] if summary else 0}
+    for key in [k for k in (summary[0] if summary else {}) if k.endswith("_mean")]:
+        values = np.array([entry[key] for entry in summary], dtype=float)
+        average[key] = float(np.nanmean(values)) if (~np.isnan(values)).any() else math.nan
+        average[key.replace("_mean", "_std")] = float(np.nanstd(values)) if (~np.isnan(values)).any() else math.nan
+    summary.append(average)
+    return summary
+
+
+def format_summary_markdown(summary: Sequence[dict[str, Any]]) -> str:
+    """Markdown table: one row per combination (and the average), Dice (and HD95) mean ± std per region."""
+    names = [name for name in ("dice", "hd95") if summary and f"{name}_{REPORT_REGIONS[0]}_mean" in summary[0]]
+    header = ["combination"] + [f"{'Dice' if n == 'dice' else 'HD95'} {r}" for n in names for r in REPORT_REGIONS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in summary:
+        cells = [entry["combination"]]
+        for name in names:
+            digits = 3 if name == "dice" else 1
+            for region in REPORT_REGIONS:
+                mean, std = entry[f"{name}_{region}_mean"], entry[f"{name}_{region}_std"]
+                cells.append("n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _heatmap_png(summary: Sequence[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [entry for entry in summary if entry["combination"] != AVERAGE]
+    values = np.array([[entry[f"dice_{r}_mean"] for r in REPORT_REGIONS] for entry in entries], dtype=float)
+    figure, axes = plt.subplots(figsize=(4.8, 0.38 * len(entries) + 1.4))
+    image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axes.set_xticks(range(len(REPORT_REGIONS)), REPORT_REGIONS)
+    axes.set_yticks(range(len(entries)), [entry["combination"] for entry in entries])
+    for (row, col), value in np.ndenumerate(values):
+        text = "n/a" if math.isnan(value) else f"{value:.2f}"
+        axes.text(col, row, text, ha="center", va="center", color="white" if not math.isnan(value) and value < 0.6 else "black", fontsize=8)
+    axes.set_title("Dice per modality combination")
+    figure.colorbar(image, ax=axes, fraction=0.08, pad=0.04)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_combination_reports(rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write combinations.csv, summary.csv, summary.md and combinations.png atomically; return their paths."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "combinations.csv": _csv_bytes(rows),
+        "summary.csv": _csv_bytes(summary),
+        "summary.md": (format_summary_markdown(summary) + "\n").encode("utf-8"),
+        "combinations.png": _heatmap_png(summary),
+    }
+    paths = {}
+    for name, data in contents.items():
+        paths[name] = atomic_write(folder / name, lambda file, data=data: file.write(data))
+    return paths

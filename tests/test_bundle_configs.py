@@ -1,0 +1,180 @@
+"""The bundle as MONAI clients see it: metadata, verify_net_in_out, inference.json and elect.json."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import unittest
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_net_in_out
+
+from bundle.networks import LCKDNet
+from tests.conftest import BUNDLE_ROOT, TINY_OVERRIDES
+
+CONFIGS = BUNDLE_ROOT / "configs"
+METADATA = json.loads((CONFIGS / "metadata.json").read_text())
+
+
+def tiny_checkpoint(path: Path) -> LCKDNet:
+    torch.manual_seed(0)
+    net = LCKDNet(filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"])
+    torch.save({"model": net.state_dict()}, path)
+    return net
+
+
+class TestMetadata(unittest.TestCase):
+    def test_model_zoo_keys(self):
+        for key in (
+            "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+            "task", "description", "authors", "copyright", "network_data_format", "intended_use", "references", "eval_metrics",
+        ):
+            self.assertIn(key, METADATA)
+        self.assertIn(METADATA["version"], METADATA["changelog"])
+
+    def test_network_data_format(self):
+        image = METADATA["network_data_format"]["inputs"]["image"]
+        pred = METADATA["network_data_format"]["outputs"]["pred"]
+        self.assertEqual(image["num_channels"], 4)
+        self.assertEqual(list(image["channel_def"].values()), ["flair", "t1", "t1ce", "t2"])
+        self.assertEqual(pred["num_channels"], 3)
+        self.assertEqual(list(pred["channel_def"].values()), ["TC", "WT", "ET"])
+
+    def test_verify_net_in_out(self):
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(CONFIGS / "metadata.json"),
+            config_file=str(CONFIGS / "inference.json"),
+            device="cpu",
+        )
+
+
+@pytest.mark.usefixtures("tiny_dataset")
+class TestInferenceWorkflow(unittest.TestCase):
+    @pytest.fixture(autouse=True)
+    def _dataset(self, tiny_dataset):
+        self.dataset = tiny_dataset
+
+    def test_segments_every_case_in_original_space(self):
+        with TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "model.pt"
+            tiny_checkpoint(ckpt)
+            overrides = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")}
+            workflow = ConfigWorkflow(
+                config_file=str(CONFIGS / "inference.json"),
+                meta_file=str(CONFIGS / "metadata.json"),
+                logging_file=str(CONFIGS / "logging.conf"),
+                workflow_type="infer",
+                bundle_root=str(BUNDLE_ROOT),
+                dataset_dir=str(self.dataset),
+                ckpt_path=str(ckpt),
+                output_dir=str(Path(tmp) / "out"),
+                **overrides,
+            )
+            workflow.initialize()
+            self.assertFalse(workflow.check_properties())
+            workflow.run()
+            workflow.finalize()
+            outputs = sorted((Path(tmp) / "out").glob("*.nii.gz"))
+            self.assertEqual(len(outputs), 8)
+            # SYNTH_0001 lacks t1 and t2: segmented from flair and t1ce, in the flair file's space
+            source = nib.load(self.dataset / "SYNTH_0001" / "SYNTH_0001_flair.nii.gz")
+            seg = nib.load(next(p for p in outputs if p.name.startswith("SYNTH_0001")))
+            self.assertEqual(seg.shape, source.shape)
+            np.testing.assert_allclose(seg.affine, source.affine, atol=1e-4)
+            self.assertTrue(set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4})
+
+
+@pytest.mark.usefixtures("tiny_dataset")
+class TestElectWorkflow(unittest.TestCase):
+    @pytest.fixture(autouse=True)
+    def _dataset(self, tiny_dataset):
+        self.dataset = tiny_dataset
+
+    def test_elects_into_metadata_and_checkpoint(self):
+        with TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "model.pt"
+            tiny_checkpoint(ckpt)
+            metadata = Path(tmp) / "metadata.json"
+            shutil.copy(CONFIGS / "metadata.json", metadata)
+            cwd = os.getcwd()
+            os.chdir(BUNDLE_ROOT)  # elect.json reuses configs/train.json by path from the bundle root
+            try:
+                workflow = ConfigWorkflow(
+                    config_file=str(CONFIGS / "elect.json"),
+                    workflow_type=None,
+                    bundle_root=str(BUNDLE_ROOT),
+                    dataset_dir=str(self.dataset),
+                    ckpt_path=str(ckpt),
+                    metadata_file=str(metadata),
+                    resamples=20,
+                    **{k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")},
+                )
+                workflow.initialize()
+                workflow.run()
+                workflow.finalize()
+            finally:
+                os.chdir(cwd)
+            block = json.loads(metadata.read_text())["lckd"]
+            self.assertEqual(set(block["teachers"]), {"ET", "TC", "WT"})
+            self.assertEqual(block["modalities"], ["flair", "t1", "t1ce", "t2"])
+            for region in ("ET", "TC", "WT"):
+                self.assertAlmostEqual(sum(block["win_rate"][region].values()), 1.0, places=3)
+            stored = torch.load(ckpt, weights_only=True)
+            self.assertEqual(stored["lckd"]["teachers"], block["teachers"])
+            self.assertIn("model", stored)
+
+
+@pytest.mark.usefixtures("tiny_dataset")
+class TestEvaluateWorkflow(unittest.TestCase):
+    @pytest.fixture(autouse=True)
+    def _dataset(self, tiny_dataset):
+        self.dataset = tiny_dataset
+
+    def test_fifteen_combinations_per_case(self):
+        with TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "model.pt"
+            tiny_checkpoint(ckpt)
+            out = Path(tmp) / "eval"
+            cwd = os.getcwd()
+            os.chdir(BUNDLE_ROOT)  # evaluate.json reuses configs/train.json by path from the bundle root
+            try:
+                workflow = ConfigWorkflow(
+                    config_file=str(CONFIGS / "evaluate.json"),
+                    workflow_type=None,
+                    bundle_root=str(BUNDLE_ROOT),
+                    dataset_dir=str(self.dataset),
+                    ckpt_path=str(ckpt),
+                    output_dir=str(out),
+                    val_fraction=0.25,
+                    **{k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")},
+                )
+                workflow.initialize()
+                workflow.run()
+                workflow.finalize()
+            finally:
+                os.chdir(cwd)
+            with open(out / "combinations.csv") as file:
+                rows = list(csv.DictReader(file))
+            cases = {row["case"] for row in rows}
+            self.assertEqual(len(cases), 2)
+            self.assertEqual(len(rows), 15 * len(cases))
+            self.assertEqual([row["combination"] for row in rows[:15]][:5], ["flair", "t1", "t1ce", "t2", "flair+t1"])
+            for row in rows:
+                for region in ("ET", "TC", "WT"):
+                    value = float(row[f"dice_{region}"])
+                    self.assertTrue(math.isnan(value) or 0.0 <= value <= 1.0, row)
+                    hd = float(row[f"hd95_{region}"])
+                    self.assertTrue(math.isnan(hd) or hd >= 0.0, row)
+            with open(out / "summary.csv") as file:
+                summary = list(csv.DictReader(file))
+            self.assertEqual(len(summary), 16)
+            self.assertEqual(summary[-1]["combination"], "average of combinations")
+            self.assertIn("| flair+t1ce |", (out / "summary.md").read_text())
+            self.assertEqual((out / "combinations.png").read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
