@@ -7,6 +7,7 @@ INSTALLED := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DATA ?= data/synthetic
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
+EVAL_CONFIGS := "['configs/evaluate.json','configs/demo.json']"
 
 .PHONY: install demo test clean
 
@@ -23,9 +24,11 @@ demo: $(INSTALLED)
 	@start=$$(date +%s); \
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 36 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
-	echo "demo finished in $$(( $$(date +%s) - start )) s"
+	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md"
 
 test: $(INSTALLED)
+	$(VENV)/bin/ruff check bundle tests scripts
 	$(PY) -m pytest -q
 
 clean:

@@ -43,7 +43,9 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"modalities must be a list of names such as {list(DEFAULT_MODALITIES)}, got {modalities!r}.")
     names = tuple(modalities)
     if not names:
-        raise ValueError(f"modalities must name at least one sequence, got an empty list; e.g. {list(DEFAULT_MODALITIES)}.")
+        raise ValueError(
+            f"modalities must name at least one sequence, got an empty list; e.g. {list(DEFAULT_MODALITIES)}."
+        )
     for name in names:
         if not isinstance(name, str) or not name:
             raise ValueError(f"every modality must be a non-empty string, got {name!r} in {list(names)}.")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_dataset
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = BUNDLE_ROOT / "configs"
 
 # Tiny-model overrides for any workflow config; 32^3 volumes, narrow filters.
 TINY_OVERRIDES = {
@@ -22,6 +27,55 @@ TINY_OVERRIDES = {
     "num_samples": 1,
     "sw_batch_size": 2,
 }
+
+
+# The same, for workflows without a training loader.
+TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")}
+
+
+def run_workflow(
+    config: str | Sequence[str],
+    workflow_type: str | None = None,
+    keep: Sequence[str] = (),
+    meta_file: Path = CONFIGS / "metadata.json",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """initialize -> (check_properties) -> run -> finalize a bundle config, as ``monai.bundle run`` does.
+
+    Runs from the bundle root, as users do (elect.json and evaluate.json reuse configs/train.json by path).
+
+    Args:
+        config: config file name(s) under configs/.
+        workflow_type: "train" or "infer" to check the model-zoo properties, None to skip the check.
+        keep: config ids whose parsed objects to return, read before finalize.
+        meta_file: metadata.json to read.
+        overrides: config keys to set.
+
+    Returns:
+        ``{id: object}`` for ``keep``.
+    """
+    files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
+    cwd = os.getcwd()
+    os.chdir(BUNDLE_ROOT)
+    try:
+        workflow = ConfigWorkflow(
+            config_file=files,
+            meta_file=str(meta_file),
+            logging_file=str(CONFIGS / "logging.conf"),
+            workflow_type=workflow_type,
+            bundle_root=str(BUNDLE_ROOT),
+            **overrides,
+        )
+        workflow.initialize()
+        if workflow_type is not None:
+            missing = workflow.check_properties()
+            assert not missing, f"{config} lacks required properties {missing}"
+        workflow.run()
+        kept = {key: workflow.parser.get_parsed_content(key) for key in keep}
+        workflow.finalize()
+    finally:
+        os.chdir(cwd)
+    return kept
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import os
 import shutil
 import unittest
 from pathlib import Path
@@ -13,18 +12,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_net_in_out
+from monai.bundle import verify_net_in_out
 
 from bundle.networks import LCKDNet
-from tests.conftest import BUNDLE_ROOT, TINY_OVERRIDES
+from tests.conftest import CONFIGS, TINY_NETWORK, TINY_OVERRIDES, run_workflow
 
-CONFIGS = BUNDLE_ROOT / "configs"
 METADATA = json.loads((CONFIGS / "metadata.json").read_text())
 
 
 def tiny_checkpoint(path: Path) -> LCKDNet:
     torch.manual_seed(0)
-    net = LCKDNet(filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"])
+    net = LCKDNet(
+        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"]
+    )
     torch.save({"model": net.state_dict()}, path)
     return net
 
@@ -32,8 +32,20 @@ def tiny_checkpoint(path: Path) -> LCKDNet:
 class TestMetadata(unittest.TestCase):
     def test_model_zoo_keys(self):
         for key in (
-            "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-            "task", "description", "authors", "copyright", "network_data_format", "intended_use", "references", "eval_metrics",
+            "version",
+            "changelog",
+            "monai_version",
+            "pytorch_version",
+            "numpy_version",
+            "required_packages_version",
+            "task",
+            "description",
+            "authors",
+            "copyright",
+            "network_data_format",
+            "intended_use",
+            "references",
+            "eval_metrics",
         ):
             self.assertIn(key, METADATA)
         self.assertIn(METADATA["version"], METADATA["changelog"])
@@ -65,22 +77,14 @@ class TestInferenceWorkflow(unittest.TestCase):
         with TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"
             tiny_checkpoint(ckpt)
-            overrides = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")}
-            workflow = ConfigWorkflow(
-                config_file=str(CONFIGS / "inference.json"),
-                meta_file=str(CONFIGS / "metadata.json"),
-                logging_file=str(CONFIGS / "logging.conf"),
+            run_workflow(
+                "inference.json",
                 workflow_type="infer",
-                bundle_root=str(BUNDLE_ROOT),
                 dataset_dir=str(self.dataset),
                 ckpt_path=str(ckpt),
                 output_dir=str(Path(tmp) / "out"),
-                **overrides,
+                **TINY_NETWORK,
             )
-            workflow.initialize()
-            self.assertFalse(workflow.check_properties())
-            workflow.run()
-            workflow.finalize()
             outputs = sorted((Path(tmp) / "out").glob("*.nii.gz"))
             self.assertEqual(len(outputs), 8)
             # SYNTH_0001 lacks t1 and t2: segmented from flair and t1ce, in the flair file's space
@@ -89,6 +93,9 @@ class TestInferenceWorkflow(unittest.TestCase):
             self.assertEqual(seg.shape, source.shape)
             np.testing.assert_allclose(seg.affine, source.affine, atol=1e-4)
             self.assertTrue(set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4})
+            sidecar = json.loads((Path(tmp) / "out" / "SYNTH_0001_modalities.json").read_text())
+            self.assertEqual(sidecar["modalities_used"], ["flair", "t1ce"])
+            self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
 
 
 @pytest.mark.usefixtures("tiny_dataset")
@@ -103,24 +110,14 @@ class TestElectWorkflow(unittest.TestCase):
             tiny_checkpoint(ckpt)
             metadata = Path(tmp) / "metadata.json"
             shutil.copy(CONFIGS / "metadata.json", metadata)
-            cwd = os.getcwd()
-            os.chdir(BUNDLE_ROOT)  # elect.json reuses configs/train.json by path from the bundle root
-            try:
-                workflow = ConfigWorkflow(
-                    config_file=str(CONFIGS / "elect.json"),
-                    workflow_type=None,
-                    bundle_root=str(BUNDLE_ROOT),
-                    dataset_dir=str(self.dataset),
-                    ckpt_path=str(ckpt),
-                    metadata_file=str(metadata),
-                    resamples=20,
-                    **{k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")},
-                )
-                workflow.initialize()
-                workflow.run()
-                workflow.finalize()
-            finally:
-                os.chdir(cwd)
+            run_workflow(
+                "elect.json",
+                dataset_dir=str(self.dataset),
+                ckpt_path=str(ckpt),
+                metadata_file=str(metadata),
+                resamples=20,
+                **TINY_NETWORK,
+            )
             block = json.loads(metadata.read_text())["lckd"]
             self.assertEqual(set(block["teachers"]), {"ET", "TC", "WT"})
             self.assertEqual(block["modalities"], ["flair", "t1", "t1ce", "t2"])
@@ -142,24 +139,14 @@ class TestEvaluateWorkflow(unittest.TestCase):
             ckpt = Path(tmp) / "model.pt"
             tiny_checkpoint(ckpt)
             out = Path(tmp) / "eval"
-            cwd = os.getcwd()
-            os.chdir(BUNDLE_ROOT)  # evaluate.json reuses configs/train.json by path from the bundle root
-            try:
-                workflow = ConfigWorkflow(
-                    config_file=str(CONFIGS / "evaluate.json"),
-                    workflow_type=None,
-                    bundle_root=str(BUNDLE_ROOT),
-                    dataset_dir=str(self.dataset),
-                    ckpt_path=str(ckpt),
-                    output_dir=str(out),
-                    val_fraction=0.25,
-                    **{k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")},
-                )
-                workflow.initialize()
-                workflow.run()
-                workflow.finalize()
-            finally:
-                os.chdir(cwd)
+            run_workflow(
+                "evaluate.json",
+                dataset_dir=str(self.dataset),
+                ckpt_path=str(ckpt),
+                output_dir=str(out),
+                val_fraction=0.25,
+                **TINY_NETWORK,
+            )
             with open(out / "combinations.csv") as file:
                 rows = list(csv.DictReader(file))
             cases = {row["case"] for row in rows}

@@ -102,7 +102,9 @@ def msd_copy(src: Path, dst: Path) -> None:
         for modality in ("flair", "t1", "t1ce", "t2"):
             path = case / f"{case.name}_{modality}.nii.gz"
             missing = not path.exists() or (index == 0 and modality == "t2")
-            channels.append(np.zeros(seg.shape, np.float32) if missing else nib.load(path).get_fdata().astype(np.float32))
+            channels.append(
+                np.zeros(seg.shape, np.float32) if missing else nib.load(path).get_fdata().astype(np.float32)
+            )
         brats = np.asarray(seg.dataobj)
         msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0).astype(np.uint8)
         name = f"BRATS_{index:03d}.nii.gz"

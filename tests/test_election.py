@@ -112,7 +112,13 @@ class TestElectionHandler(unittest.TestCase):
             meta.write_text(json.dumps({"version": "1.0"}))
             loss = LCKDLoss(MODALITIES)
             handler = ElectionHandler(
-                OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, metadata_file=meta, resamples=50
+                OracleNet(self.label),
+                self.loader,
+                SimpleInferer(),
+                MODALITIES,
+                loss=loss,
+                metadata_file=meta,
+                resamples=50,
             )
             with self.assertLogs("bundle.handlers.election", level="INFO") as logs:
                 result = handler.elect(epoch=3)
@@ -130,7 +136,9 @@ class TestElectionHandler(unittest.TestCase):
 
     def test_state_round_trip_through_checkpoint(self):
         loss = LCKDLoss(MODALITIES)
-        handler = ElectionHandler(OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, resamples=0)
+        handler = ElectionHandler(
+            OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, resamples=0
+        )
         handler.elect(epoch=1)
         with TemporaryDirectory() as tmp:
             path = Path(tmp) / "ckpt.pt"
@@ -153,7 +161,9 @@ class TestElectionHandler(unittest.TestCase):
             ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, **kwargs)
 
     def test_schedule(self):
-        handler = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, elect_epoch=2, reelect_every=3)
+        handler = ElectionHandler(
+            OracleNet(self.label), [], SimpleInferer(), MODALITIES, elect_epoch=2, reelect_every=3
+        )
         self.assertEqual([e for e in range(1, 12) if handler._due(None, e)], [2, 5, 8, 11])
         once = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, elect_epoch=2)
         self.assertEqual([e for e in range(1, 12) if once._due(None, e)], [2])
@@ -161,7 +171,9 @@ class TestElectionHandler(unittest.TestCase):
     def test_real_network_runs(self):
         net = LCKDNet(filters=(4, 8, 16, 32))
         label = (torch.rand(1, 3, 16, 16, 16) > 0.5).float()
-        loader = [{"image": torch.randn(1, 4, 16, 16, 16), "label": label, "mask": torch.ones(1, 4, dtype=torch.bool)}] * 2
+        loader = [
+            {"image": torch.randn(1, 4, 16, 16, 16), "label": label, "mask": torch.ones(1, 4, dtype=torch.bool)}
+        ] * 2
         handler = ElectionHandler(net, loader, SimpleInferer(), MODALITIES, resamples=10)
         result = handler.elect()
         for region in ("ET", "TC", "WT"):

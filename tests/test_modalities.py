@@ -3,7 +3,13 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from bundle.modalities import DEFAULT_MODALITIES, check_modalities, combination_masks, combination_name, modality_combinations
+from bundle.modalities import (
+    DEFAULT_MODALITIES,
+    check_modalities,
+    combination_masks,
+    combination_name,
+    modality_combinations,
+)
 
 
 class TestModalities(unittest.TestCase):

@@ -35,9 +35,11 @@ class TestSyntheticData(unittest.TestCase):
             make_dataset(a, cases=2, size=32, seed=5)
             make_dataset(b, cases=2, size=32, seed=5)
             make_dataset(c, cases=2, size=32, seed=6)
-            read = lambda root: nib.load(Path(root) / "SYNTH_0001" / "SYNTH_0001_t1ce.nii.gz").get_fdata()
-            np.testing.assert_array_equal(read(a), read(b))
-            self.assertFalse(np.array_equal(read(a), read(c)))
+            first, same, other = (
+                nib.load(Path(r) / "SYNTH_0001" / "SYNTH_0001_t1ce.nii.gz").get_fdata() for r in (a, b, c)
+            )
+            np.testing.assert_array_equal(first, same)
+            self.assertFalse(np.array_equal(first, other))
 
     @parameterized.expand([("ET",), ("TC",), ("WT",)])
     def test_teacher_shows_its_region_most_clearly(self, region):
@@ -72,7 +74,20 @@ class TestSyntheticData(unittest.TestCase):
 
     def test_command_line(self):
         with TemporaryDirectory() as tmp:
-            main(["--out", tmp, "--cases", "2", "--size", "16", "--teachers", "ET=t2,TC=t2,WT=t1", "--missing-rate", "0.2"])
+            main(
+                [
+                    "--out",
+                    tmp,
+                    "--cases",
+                    "2",
+                    "--size",
+                    "16",
+                    "--teachers",
+                    "ET=t2,TC=t2,WT=t1",
+                    "--missing-rate",
+                    "0.2",
+                ]
+            )
             info = json.loads((Path(tmp) / "synthetic.json").read_text())
             self.assertEqual(info["teachers"], {"ET": "t2", "TC": "t2", "WT": "t1"})
             self.assertEqual(info["cases"], 2)

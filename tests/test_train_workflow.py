@@ -9,33 +9,24 @@ from tempfile import TemporaryDirectory
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 
-from tests.conftest import BUNDLE_ROOT, TINY_OVERRIDES
-
-TEACHERS = {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}
+from tests.conftest import CONFIGS, TINY_OVERRIDES, run_workflow
 
 
-def train_workflow(dataset_dir: Path, work: Path, **overrides) -> ConfigWorkflow:
+def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:
+    """Train with tiny settings into ``work`` (models/, eval/ and a copy of metadata.json)."""
     metadata = work / "metadata.json"
     if not metadata.exists():
-        shutil.copy(BUNDLE_ROOT / "configs" / "metadata.json", metadata)
+        shutil.copy(CONFIGS / "metadata.json", metadata)
     settings = {
         **TINY_OVERRIDES,
-        "bundle_root": str(BUNDLE_ROOT),
         "dataset_dir": str(dataset_dir),
         "ckpt_dir": str(work / "models"),
         "output_dir": str(work / "eval"),
         "metadata_file": str(metadata),
         **overrides,
     }
-    return ConfigWorkflow(
-        config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
-        meta_file=str(metadata),
-        logging_file=str(BUNDLE_ROOT / "configs" / "logging.conf"),
-        workflow_type="train",
-        **settings,
-    )
+    return run_workflow("train.json", workflow_type="train", keep=keep, meta_file=metadata, **settings)
 
 
 @pytest.mark.usefixtures("tiny_dataset")
@@ -47,15 +38,10 @@ class TestTrainWorkflow(unittest.TestCase):
     def test_train_elect_and_checkpoint(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            workflow = train_workflow(self.dataset, work, max_epochs=2, val_interval=1, elect_epoch=1)
-            workflow.initialize()
-            self.assertFalse(workflow.check_properties())  # no required property missing
-            workflow.run()
-            evaluator = workflow.parser.get_parsed_content("validate::evaluator")
-            loss = workflow.parser.get_parsed_content("loss")
-            workflow.finalize()
-
-            metrics = evaluator.state.metrics
+            kept = train(
+                self.dataset, work, keep=("validate::evaluator", "loss"), max_epochs=2, val_interval=1, elect_epoch=1
+            )
+            metrics, loss = kept["validate::evaluator"].state.metrics, kept["loss"]
             for key in ("val_mean_dice", "val_dice_et", "val_dice_tc", "val_dice_wt"):
                 self.assertTrue(0.0 <= metrics[key] <= 1.0 and not math.isnan(metrics[key]), (key, metrics[key]))
 
@@ -73,13 +59,11 @@ class TestTrainWorkflow(unittest.TestCase):
             metadata = json.loads((work / "metadata.json").read_text())
             self.assertEqual(metadata["lckd"]["teachers"], loss.teachers)
             self.assertEqual(metadata["lckd"]["elected_at"]["epoch"], 1)
-            self.assertEqual(metadata["version"], json.loads((BUNDLE_ROOT / "configs/metadata.json").read_text())["version"])
+            self.assertEqual(metadata["version"], json.loads((CONFIGS / "metadata.json").read_text())["version"])
             self.assertTrue(any((work / "eval").glob("events.out.tfevents.*")))
 
     def test_elect_epoch_after_training_is_refused(self):
         with TemporaryDirectory() as tmp:
-            workflow = train_workflow(self.dataset, Path(tmp), max_epochs=1, elect_epoch=3)
-            workflow.initialize()
             with self.assertRaises(Exception) as raised:
-                workflow.run()
+                train(self.dataset, Path(tmp), max_epochs=1, elect_epoch=3)
             self.assertIn("elect_epoch=3 is after the last epoch", str(raised.exception.__cause__))

@@ -1,4 +1,12 @@
-from bundle.data.discovery import LAYOUTS, MSD, dataset_convention, detect_layout, discover_cases, load_datalist, split_cases
+from bundle.data.discovery import (
+    LAYOUTS,
+    MSD,
+    dataset_convention,
+    detect_layout,
+    discover_cases,
+    load_datalist,
+    split_cases,
+)
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
 
 __all__ = [

@@ -64,7 +64,9 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
     best = max(counts, key=lambda name: counts[name])
     if counts[best] == 0:
         expected = "; ".join(
-            f"{name}: <case>/<case>{lay['separator']}{{" + ",".join(lay["names"].get(m, m) for m in modalities) + "}.nii.gz"
+            f"{name}: <case>/<case>{lay['separator']}{{"
+            + ",".join(lay["names"].get(m, m) for m in modalities)
+            + "}.nii.gz"
             for name, lay in LAYOUTS.items()
         )
         raise ValueError(
@@ -87,14 +89,18 @@ def dataset_convention(
 
 def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
     if len(modalities) != 4:
-        raise ValueError(f"MSD Task01 images have 4 channels (FLAIR, T1w, T1gd, T2w); got modalities {list(modalities)}.")
+        raise ValueError(
+            f"MSD Task01 images have 4 channels (FLAIR, T1w, T1gd, T2w); got modalities {list(modalities)}."
+        )
     index = read_json(root / "dataset.json")
     cases = []
     for entry in index.get("training", []):
         image, label = root / entry["image"], root / entry["label"]
         for path in (image, label):
             if not path.is_file():
-                raise FileNotFoundError(f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry.")
+                raise FileNotFoundError(
+                    f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry."
+                )
         cases.append({"case": image.name.split(".")[0], "image": str(image), "label": str(label)})
     if not cases:
         raise ValueError(f"{root / 'dataset.json'} lists no training case.")

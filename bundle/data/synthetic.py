@@ -53,7 +53,9 @@ def parse_teachers(text: str, modalities: Sequence[str] = DEFAULT_MODALITIES) ->
         teachers[region] = modality
     missing = [region for region in REPORT_REGIONS if region not in teachers]
     if missing:
-        raise ValueError(f"teachers {text!r} name no modality for {missing}; give one for each of {list(REPORT_REGIONS)}.")
+        raise ValueError(
+            f"teachers {text!r} name no modality for {missing}; give one for each of {list(REPORT_REGIONS)}."
+        )
     return teachers
 
 
@@ -154,7 +156,9 @@ def make_dataset(
         raise ValueError(f"size must be one int or three ints, each at least 16, got {size}.")
     unknown = {region: m for region, m in teachers.items() if m not in modalities}
     if unknown or set(teachers) != set(REPORT_REGIONS):
-        raise ValueError(f"teachers must map each of {list(REPORT_REGIONS)} to one of {list(modalities)}, got {dict(teachers)}.")
+        raise ValueError(
+            f"teachers must map each of {list(REPORT_REGIONS)} to one of {list(modalities)}, got {dict(teachers)}."
+        )
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,9 @@ def make_dataset(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python scripts/make_synthetic.py --out DIR --cases N --size S --seed K``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="dataset folder to write (created if absent)")
     parser.add_argument("--cases", type=int, default=40, help="number of cases")
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="edge length, or three edge lengths")
@@ -220,7 +226,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         teachers = parse_teachers(args.teachers, modalities)
         size = args.size[0] if len(args.size) == 1 else args.size
         cases = make_dataset(
-            args.out, args.cases, size, args.seed, modalities, teachers, args.missing_rate, args.strong, args.weak, args.noise
+            args.out,
+            args.cases,
+            size,
+            args.seed,
+            modalities,
+            teachers,
+            args.missing_rate,
+            args.strong,
+            args.weak,
+            args.noise,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -1,6 +1,17 @@
 from bundle.handlers.combinations import case_combination_metrics, combination_dice
-from bundle.handlers.evaluation import CombinationEvaluator, format_summary_markdown, summarize_combinations, write_combination_reports
-from bundle.handlers.election import ElectionHandler, bootstrap_win_rate, elect_teachers, format_election, update_metadata
+from bundle.handlers.election import (
+    ElectionHandler,
+    bootstrap_win_rate,
+    elect_teachers,
+    format_election,
+    update_metadata,
+)
+from bundle.handlers.evaluation import (
+    CombinationEvaluator,
+    format_summary_markdown,
+    summarize_combinations,
+    write_combination_reports,
+)
 from bundle.handlers.report import LOSS_TERMS, format_region_dice, log_validation_summary, loss_terms, region_dice
 
 __all__ = [

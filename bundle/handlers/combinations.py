@@ -49,7 +49,9 @@ def case_combination_metrics(
     regions = label.shape[1]
     dice = torch.full((masks.shape[0], regions), float("nan"))
     hd95 = torch.full((masks.shape[0], regions), float("nan"))
-    diagonal = float(torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing or 1.0)))
+    diagonal = float(
+        torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing or 1.0))
+    )
     for index, combination in enumerate(masks.to(device)):
         mask = combination[None] & case_mask
         if not bool(mask.any()):
@@ -59,9 +61,13 @@ def case_combination_metrics(
         if hd95_spacing is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
-                distance = compute_hausdorff_distance(pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing))[0].cpu()
+                distance = compute_hausdorff_distance(
+                    pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing)
+                )[0].cpu()
             empty_truth = label[0].flatten(1).sum(1).cpu() == 0
-            hd95[index] = torch.where(empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal))
+            hd95[index] = torch.where(
+                empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal)
+            )
     result = {"dice": dice}
     if hd95_spacing is not None:
         result["hd95"] = hd95
@@ -88,7 +94,9 @@ def combination_dice(
     was_training = network.training
     network.eval()
     try:
-        rows = [case_combination_metrics(network, batch, inferer, masks, device, threshold)["dice"] for batch in data_loader]
+        rows = [
+            case_combination_metrics(network, batch, inferer, masks, device, threshold)["dice"] for batch in data_loader
+        ]
     finally:
         network.train(was_training)
     if not rows:

@@ -156,7 +156,9 @@ class ElectionHandler:
         seed: int = 0,
     ) -> None:
         if elect_epoch < 1:
-            raise ValueError(f"elect_epoch must be >= 1 (epochs of warm-up before the first election), got {elect_epoch}.")
+            raise ValueError(
+                f"elect_epoch must be >= 1 (epochs of warm-up before the first election), got {elect_epoch}."
+            )
         if reelect_every < 0:
             raise ValueError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
         self.network = network
@@ -190,7 +192,9 @@ class ElectionHandler:
     def _due(self, engine: Engine, epoch: int) -> bool:
         if epoch == self.elect_epoch:
             return True
-        return self.reelect_every > 0 and epoch > self.elect_epoch and (epoch - self.elect_epoch) % self.reelect_every == 0
+        return (
+            self.reelect_every > 0 and epoch > self.elect_epoch and (epoch - self.elect_epoch) % self.reelect_every == 0
+        )
 
     def _on_epoch(self, engine: Engine) -> None:
         self.elect(epoch=engine.state.epoch)
@@ -214,7 +218,9 @@ class ElectionHandler:
         if self.metadata_file is not None:
             update_metadata(self.metadata_file, result)
         where = f"epoch {epoch}" if epoch is not None else "checkpoint"
-        logger.info(f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}")
+        logger.info(
+            f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
+        )
         for region, rates in result.get("win_rate", {}).items():
             rate = rates[teachers[region]]
             if rate < LOW_WIN_RATE:

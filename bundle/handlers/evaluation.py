@@ -18,7 +18,14 @@ from torch import nn
 
 from bundle.handlers.combinations import case_combination_metrics
 from bundle.io import atomic_write
-from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, combination_masks, combination_name, modality_combinations
+from bundle.modalities import (
+    NETWORK_REGIONS,
+    REPORT_REGIONS,
+    check_modalities,
+    combination_masks,
+    combination_name,
+    modality_combinations,
+)
 
 __all__ = ["CombinationEvaluator", "summarize_combinations", "format_summary_markdown", "write_combination_reports"]
 
@@ -87,16 +94,24 @@ class CombinationEvaluator(Engine):
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def _iteration(self, engine: Engine, batch: dict) -> dict[str, torch.Tensor]:
-        metrics = case_combination_metrics(self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing)
+        metrics = case_combination_metrics(
+            self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing
+        )
         case = _case_name(batch, engine.state.iteration)
         for index, combination in enumerate(self.combinations):
-            row: dict[str, Any] = {"case": case, "combination": combination_name(combination), "n_modalities": len(combination)}
+            row: dict[str, Any] = {
+                "case": case,
+                "combination": combination_name(combination),
+                "n_modalities": len(combination),
+            }
             for name, values in metrics.items():
                 for region in REPORT_REGIONS:
                     row[f"{name}_{region}"] = float(values[index, NETWORK_REGIONS.index(region)])
             self.rows.append(row)
         total = len(self.data_loader) if hasattr(self.data_loader, "__len__") else "?"
-        logger.info(f"case {engine.state.iteration}/{total} {case}: mean Dice over {len(self.combinations)} combinations {float(torch.nanmean(metrics['dice'])):.3f}")
+        logger.info(
+            f"case {engine.state.iteration}/{total} {case}: mean Dice over {len(self.combinations)} combinations {float(torch.nanmean(metrics['dice'])):.3f}"
+        )
         return metrics
 
     def _finish(self, engine: Engine) -> None:
@@ -141,7 +156,11 @@ def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> l
                 entry[f"{name}_{region}_mean"] = float(finite.mean()) if finite.size else math.nan
                 entry[f"{name}_{region}_std"] = float(finite.std()) if finite.size else math.nan
         summary.append(entry)
-    average: dict[str, Any] = {"combination": AVERAGE, "n_modalities": "", "cases": summary[0]["cases"] if summary else 0}
+    average: dict[str, Any] = {
+        "combination": AVERAGE,
+        "n_modalities": "",
+        "cases": summary[0]["cases"] if summary else 0,
+    }
     for key in [k for k in (summary[0] if summary else {}) if k.endswith("_mean")]:
         values = np.array([entry[key] for entry in summary], dtype=float)
         average[key] = float(np.nanmean(values)) if (~np.isnan(values)).any() else math.nan
@@ -188,7 +207,15 @@ def _heatmap_png(summary: Sequence[dict[str, Any]]) -> bytes:
     axes.set_yticks(range(len(entries)), [entry["combination"] for entry in entries])
     for (row, col), value in np.ndenumerate(values):
         text = "n/a" if math.isnan(value) else f"{value:.2f}"
-        axes.text(col, row, text, ha="center", va="center", color="white" if not math.isnan(value) and value < 0.6 else "black", fontsize=8)
+        axes.text(
+            col,
+            row,
+            text,
+            ha="center",
+            va="center",
+            color="white" if not math.isnan(value) and value < 0.6 else "black",
+            fontsize=8,
+        )
     axes.set_title("Dice per modality combination")
     figure.colorbar(image, ax=axes, fraction=0.08, pad=0.04)
     figure.tight_layout()
@@ -198,7 +225,9 @@ def _heatmap_png(summary: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def write_combination_reports(rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike) -> dict[str, Path]:
+def write_combination_reports(
+    rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike
+) -> dict[str, Path]:
     """Write combinations.csv, summary.csv, summary.md and combinations.png atomically; return their paths."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,11 @@ def loss_terms(output: Mapping | Sequence[Mapping]) -> dict[str, float]:
 
 def region_dice(metrics: Mapping[str, float], prefix: str = "val_dice_") -> dict[str, float]:
     """Pick ``{region: dice}`` in report order (ET, TC, WT) from an engine's metrics dict."""
-    return {region: float(metrics[f"{prefix}{region.lower()}"]) for region in REPORT_REGIONS if f"{prefix}{region.lower()}" in metrics}
+    return {
+        region: float(metrics[f"{prefix}{region.lower()}"])
+        for region in REPORT_REGIONS
+        if f"{prefix}{region.lower()}" in metrics
+    }
 
 
 def format_region_dice(dice: Mapping[str, float]) -> str:

@@ -90,7 +90,9 @@ class LCKDLoss(nn.Module):
             self.teachers = None
             self.teacher_index = torch.zeros(0, dtype=torch.long)
             return
-        unknown = {region: m for region, m in teachers.items() if m not in self.modalities or region not in REPORT_REGIONS}
+        unknown = {
+            region: m for region, m in teachers.items() if m not in self.modalities or region not in REPORT_REGIONS
+        }
         if unknown:
             raise ValueError(
                 f"teachers {dict(teachers)} name {unknown}: regions must be in {list(REPORT_REGIONS)} and "

@@ -1,4 +1,11 @@
 from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd, label_mapping
-from bundle.transforms.modality import RandModalityDropd, StackModalitiesd
+from bundle.transforms.modality import RandModalityDropd, RecordModalitiesd, StackModalitiesd
 
-__all__ = ["LABEL_CONVENTIONS", "label_mapping", "RegionsToLabelsd", "StackModalitiesd", "RandModalityDropd"]
+__all__ = [
+    "LABEL_CONVENTIONS",
+    "label_mapping",
+    "RegionsToLabelsd",
+    "StackModalitiesd",
+    "RandModalityDropd",
+    "RecordModalitiesd",
+]

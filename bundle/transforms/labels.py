@@ -66,7 +66,9 @@ class RegionsToLabelsd(MapTransform):
         for key in self.key_iterator(d):
             regions = d[key]
             if regions.shape[0] != len(NETWORK_REGIONS):
-                raise ValueError(f"{key!r} must have {len(NETWORK_REGIONS)} region channels {NETWORK_REGIONS}, got shape {list(regions.shape)}.")
+                raise ValueError(
+                    f"{key!r} must have {len(NETWORK_REGIONS)} region channels {NETWORK_REGIONS}, got shape {list(regions.shape)}."
+                )
             labels = torch.zeros_like(regions[:1])
             labels[regions[wt : wt + 1] > 0] = self.values["ED"]
             labels[regions[tc : tc + 1] > 0] = self.values["NCR"]

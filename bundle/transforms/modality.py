@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
+from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["StackModalitiesd", "RandModalityDropd"]
+__all__ = ["StackModalitiesd", "RandModalityDropd", "RecordModalitiesd"]
+
+logger = logging.getLogger(__name__)
 
 
 class StackModalitiesd(MapTransform):
@@ -140,7 +144,9 @@ class RandModalityDropd(RandomizableTransform, MapTransform):
                 mask[index] = bool(subset >> bit & 1)
         d[self.mask_key] = mask
         image = d[self.image_key]
-        d[self.image_key] = image * mask.to(dtype=image.dtype, device=image.device).reshape(-1, *[1] * (image.dim() - 1))
+        d[self.image_key] = image * mask.to(dtype=image.dtype, device=image.device).reshape(
+            -1, *[1] * (image.dim() - 1)
+        )
         return d
 
 
@@ -151,3 +157,47 @@ def _source(image: torch.Tensor) -> str:
         if name:
             return str(name)
     return "image"
+
+
+class RecordModalitiesd(MapTransform):
+    """Log which sequences a case's prediction used and write them to a JSON sidecar.
+
+    For each case it writes ``<output_dir>/<case>_modalities.json`` (atomically) with the sequences used
+    and missing, so a segmentation can always be traced back to its inputs.
+
+    Args:
+        mask_key: key of the ``(N,)`` bool presence mask.
+        modalities: sequence names in channel order.
+        output_dir: folder of the sidecars (created).
+        case_key: key of the case name; when absent, the image file name is used.
+        image_key: key of the image whose ``filename_or_obj`` names the case otherwise.
+    """
+
+    def __init__(
+        self,
+        mask_key: str = "mask",
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        output_dir: str = ".",
+        case_key: str = "case",
+        image_key: str = "image",
+    ) -> None:
+        super().__init__([mask_key])
+        self.mask_key = mask_key
+        self.modalities = check_modalities(modalities)
+        self.output_dir = output_dir
+        self.case_key = case_key
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        mask = convert_to_tensor(d[self.mask_key], dtype=torch.bool, track_meta=False).flatten().tolist()
+        case = d.get(self.case_key) or Path(_source(d[self.image_key])).name.split(".")[0]
+        used = [m for m, present in zip(self.modalities, mask) if present]
+        missing = [m for m, present in zip(self.modalities, mask) if not present]
+        folder = Path(self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            folder / f"{case}_modalities.json", {"case": case, "modalities_used": used, "modalities_missing": missing}
+        )
+        logger.info(f"{case}: segmented from {'+'.join(used)}" + (f" (missing {'+'.join(missing)})" if missing else ""))
+        return d
