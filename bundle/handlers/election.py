@@ -197,7 +197,12 @@ class ElectionHandler:
         )
 
     def _on_epoch(self, engine: Engine) -> None:
-        self.elect(epoch=engine.state.epoch)
+        result = self.elect(epoch=engine.state.epoch)
+        # metrics of the trainer reach StatsHandler / TensorBoard / MLflow handlers like any other metric
+        for region, scores in result["election_dice"].items():
+            for modality, dice in scores.items():
+                if dice is not None:
+                    engine.state.metrics[f"election_dice_{region}_{modality}"] = dice
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
 from monai.losses import DiceCELoss
 from torch import nn
 
@@ -115,11 +117,10 @@ class LCKDLoss(nn.Module):
         self.last_terms = {"seg_loss": float(seg.detach()), "ckd_loss": float(ckd.detach())}
         return seg + self.ckd_weight * ckd
 
-    def attach(self, engine) -> None:
+    def attach(self, engine: Engine) -> None:
         """Copy :attr:`last_terms` into ``engine.state.output`` after each loss computation."""
-        from monai.engines.utils import IterationEvents
 
-        def _copy_terms(engine) -> None:
+        def _copy_terms(engine: Engine) -> None:
             engine.state.output.update(self.last_terms)
 
         engine.add_event_handler(IterationEvents.LOSS_COMPLETED, _copy_terms)
