@@ -197,12 +197,7 @@ class ElectionHandler:
         )
 
     def _on_epoch(self, engine: Engine) -> None:
-        result = self.elect(epoch=engine.state.epoch)
-        # metrics of the trainer reach StatsHandler / TensorBoard / MLflow handlers like any other metric
-        for region, scores in result["election_dice"].items():
-            for modality, dice in scores.items():
-                if dice is not None:
-                    engine.state.metrics[f"election_dice_{region}_{modality}"] = dice
+        self.elect(epoch=engine.state.epoch)
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
