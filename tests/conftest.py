@@ -12,6 +12,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from bundle.data import make_dataset
+from bundle.networks import LCKDNet
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
@@ -91,3 +92,13 @@ def tiny_dataset(tmp_path_factory) -> Path:
     for modality in ("t1", "t2"):
         (root / "SYNTH_0001" / f"SYNTH_0001_{modality}.nii.gz").unlink()
     return root
+
+
+def tiny_checkpoint(path: Path) -> LCKDNet:
+    """Save an untrained network of the tiny settings as ``{"model": state_dict}`` and return it."""
+    torch.manual_seed(0)
+    net = LCKDNet(
+        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"]
+    )
+    torch.save({"model": net.state_dict()}, path)
+    return net

@@ -14,19 +14,9 @@ import pytest
 import torch
 from monai.bundle import verify_net_in_out
 
-from bundle.networks import LCKDNet
-from tests.conftest import CONFIGS, TINY_NETWORK, TINY_OVERRIDES, run_workflow
+from tests.conftest import CONFIGS, TINY_NETWORK, run_workflow, tiny_checkpoint
 
 METADATA = json.loads((CONFIGS / "metadata.json").read_text())
-
-
-def tiny_checkpoint(path: Path) -> LCKDNet:
-    torch.manual_seed(0)
-    net = LCKDNet(
-        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"]
-    )
-    torch.save({"model": net.state_dict()}, path)
-    return net
 
 
 class TestMetadata(unittest.TestCase):

@@ -126,6 +126,9 @@ class ElectionHandler:
     teacher set is given to the loss, written atomically into ``metadata_file`` under ``"lckd"`` and
     kept in :meth:`state_dict`, so checkpoints carry it and a resumed run needs no new election.
     A bootstrap over validation cases gives each teacher's win rate; under 70 % is logged as a warning.
+    Attach it before the ``ValidationHandler`` and the logging handlers, so that the best-model
+    checkpoint of an election epoch carries the new teachers and the election's Dice table reaches
+    StatsHandler, TensorBoard and MLflow as that epoch's metrics (``election_dice_<region>_<modality>``).
 
     Args:
         network: the network being trained.
@@ -197,7 +200,23 @@ class ElectionHandler:
         )
 
     def _on_epoch(self, engine: Engine) -> None:
-        self.elect(epoch=engine.state.epoch)
+        result = self.elect(epoch=engine.state.epoch)
+        # as metrics of this epoch, the Dice table reaches the handlers attached after this one
+        # (StatsHandler, TensorBoard, MLflow); they are withdrawn when the next epoch starts
+        metrics = {
+            f"election_dice_{region}_{modality}": dice
+            for region, scores in result["election_dice"].items()
+            for modality, dice in scores.items()
+            if dice is not None
+        }
+        engine.state.metrics.update(metrics)
+
+        def _withdraw(engine: Engine) -> None:
+            for key in metrics:
+                engine.state.metrics.pop(key, None)
+            engine.remove_event_handler(_withdraw, Events.EPOCH_STARTED)
+
+        engine.add_event_handler(Events.EPOCH_STARTED, _withdraw)
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import MLFlowHandler
 from torch import nn
 
 from bundle.handlers.combinations import case_combination_metrics
@@ -52,7 +53,7 @@ class CombinationEvaluator(Engine):
         output_dir: folder for the reports (created).
         device: where to run.
         hd95_spacing: voxel spacing in mm for HD95; ``None`` skips HD95.
-        handlers: Ignite/MONAI handlers to attach.
+        val_handlers: Ignite/MONAI handlers to attach (named as in MONAI's evaluators).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class CombinationEvaluator(Engine):
         output_dir: str | os.PathLike,
         device: torch.device | str = "cpu",
         hd95_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
-        handlers: Sequence[Any] | None = None,
+        val_handlers: Sequence[Any] | None = None,
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -79,9 +80,11 @@ class CombinationEvaluator(Engine):
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
+        self.val_handlers = list(val_handlers or ())
         self.add_event_handler(Events.STARTED, self._start)
-        self.add_event_handler(Events.COMPLETED, self._finish)
-        for handler in handlers or ():
+        # before the handlers' own EPOCH_COMPLETED logging, so they see the summary metrics
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._finish)
+        for handler in self.val_handlers:
             handler.attach(self)
 
     def run(self, data: Iterable | None = None, max_epochs: int = 1, **kwargs) -> Any:  # type: ignore[override]
@@ -117,6 +120,15 @@ class CombinationEvaluator(Engine):
     def _finish(self, engine: Engine) -> None:
         self.summary = summarize_combinations(self.rows, self.modalities)
         self.report_paths = write_combination_reports(self.rows, self.summary, self.output_dir)
+        for entry in self.summary:
+            name = "average" if entry["combination"] == AVERAGE else entry["combination"].replace("+", "_")
+            for region in REPORT_REGIONS:
+                value = entry[f"dice_{region}_mean"]
+                if not math.isnan(value):
+                    engine.state.metrics[f"dice_{region}_{name}"] = value
+        for handler in self.val_handlers:
+            if isinstance(handler, MLFlowHandler):
+                handler.artifacts = (*handler.artifacts, *(str(p) for p in self.report_paths.values()))
         logger.info(f"Dice per modality combination (mean ± std over cases):\n{format_summary_markdown(self.summary)}")
         logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))
 
