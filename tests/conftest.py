@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unittest
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,11 @@ def tiny_checkpoint(path: Path) -> LCKDNet:
     )
     torch.save({"model": net.state_dict()}, path)
     return net
+
+
+class TinyDatasetTestCase(unittest.TestCase):
+    """A unittest case that gets the session's tiny dataset as ``self.dataset``."""
+
+    @pytest.fixture(autouse=True)
+    def _bind_tiny_dataset(self, tiny_dataset):
+        self.dataset = tiny_dataset

@@ -10,11 +10,10 @@ from tempfile import TemporaryDirectory
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 from monai.bundle import verify_net_in_out
 
-from tests.conftest import CONFIGS, TINY_NETWORK, run_workflow, tiny_checkpoint
+from tests.conftest import CONFIGS, TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
 
 METADATA = json.loads((CONFIGS / "metadata.json").read_text())
 
@@ -57,12 +56,7 @@ class TestMetadata(unittest.TestCase):
         )
 
 
-@pytest.mark.usefixtures("tiny_dataset")
-class TestInferenceWorkflow(unittest.TestCase):
-    @pytest.fixture(autouse=True)
-    def _dataset(self, tiny_dataset):
-        self.dataset = tiny_dataset
-
+class TestInferenceWorkflow(TinyDatasetTestCase):
     def test_segments_every_case_in_original_space(self):
         with TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"
@@ -88,12 +82,7 @@ class TestInferenceWorkflow(unittest.TestCase):
             self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
 
 
-@pytest.mark.usefixtures("tiny_dataset")
-class TestElectWorkflow(unittest.TestCase):
-    @pytest.fixture(autouse=True)
-    def _dataset(self, tiny_dataset):
-        self.dataset = tiny_dataset
-
+class TestElectWorkflow(TinyDatasetTestCase):
     def test_elects_into_metadata_and_checkpoint(self):
         with TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"
@@ -118,12 +107,7 @@ class TestElectWorkflow(unittest.TestCase):
             self.assertIn("model", stored)
 
 
-@pytest.mark.usefixtures("tiny_dataset")
-class TestEvaluateWorkflow(unittest.TestCase):
-    @pytest.fixture(autouse=True)
-    def _dataset(self, tiny_dataset):
-        self.dataset = tiny_dataset
-
+class TestEvaluateWorkflow(TinyDatasetTestCase):
     def test_fifteen_combinations_per_case(self):
         with TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"

@@ -1,16 +1,13 @@
 """`--tracking mlflow` (MONAI's MLFlowHandler, local SQLite store) records elections and evaluations."""
 
-import shutil
-import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import pytest
+import mlflow
 from monai.utils import path_to_sqlite_uri
 
-from tests.conftest import CONFIGS, TINY_NETWORK, TINY_OVERRIDES, run_workflow, tiny_checkpoint
-
-mlflow = pytest.importorskip("mlflow")
+from tests.conftest import TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
+from tests.test_train_workflow import train
 
 
 def logged_runs(output_dir: Path) -> list:
@@ -21,30 +18,11 @@ def logged_runs(output_dir: Path) -> list:
     return client, runs
 
 
-@pytest.mark.usefixtures("tiny_dataset")
-class TestMLflowTracking(unittest.TestCase):
-    @pytest.fixture(autouse=True)
-    def _dataset(self, tiny_dataset):
-        self.dataset = tiny_dataset
-
+class TestMLflowTracking(TinyDatasetTestCase):
     def test_training_logs_validation_and_election(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            shutil.copy(CONFIGS / "metadata.json", work / "metadata.json")
-            run_workflow(
-                "train.json",
-                workflow_type="train",
-                tracking="mlflow",
-                meta_file=work / "metadata.json",
-                dataset_dir=str(self.dataset),
-                ckpt_dir=str(work / "models"),
-                output_dir=str(work / "eval"),
-                metadata_file=str(work / "metadata.json"),
-                max_epochs=2,
-                val_interval=1,
-                elect_epoch=1,
-                **TINY_OVERRIDES,
-            )
+            train(self.dataset, work, tracking="mlflow", max_epochs=2, val_interval=1, elect_epoch=1)
             client, runs = logged_runs(work / "eval")
             metrics = set().union(*(run.data.metrics for run in runs))
             for key in ("train_loss", "val_mean_dice", "val_dice_et", "val_dice_wt", "election_dice_WT_flair"):

@@ -3,14 +3,12 @@
 import json
 import math
 import shutil
-import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import pytest
 import torch
 
-from tests.conftest import CONFIGS, TINY_OVERRIDES, run_workflow
+from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, run_workflow
 
 
 def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:
@@ -29,12 +27,7 @@ def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:
     return run_workflow("train.json", workflow_type="train", keep=keep, meta_file=metadata, **settings)
 
 
-@pytest.mark.usefixtures("tiny_dataset")
-class TestTrainWorkflow(unittest.TestCase):
-    @pytest.fixture(autouse=True)
-    def _dataset(self, tiny_dataset):
-        self.dataset = tiny_dataset
-
+class TestTrainWorkflow(TinyDatasetTestCase):
     def test_train_elect_and_checkpoint(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
