@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+
 __all__ = ["atomic_write", "atomic_write_json", "read_json", "load_checkpoint", "load_network", "update_checkpoint"]
 
 
@@ -63,8 +65,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         FileNotFoundError: when ``path`` does not exist, saying how to make one.
         ValueError: when the file is not a readable checkpoint.
     """
-    import torch
-
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; train first (python -m monai.bundle run --config_file configs/train.json) "
@@ -103,8 +103,6 @@ def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu
 
 def update_checkpoint(path: str | os.PathLike, key: str, value: Any) -> None:
     """Set one entry of a checkpoint file, atomically; the weights and other entries are kept."""
-    import torch
-
     checkpoint = load_checkpoint(path)
     checkpoint[key] = value
     atomic_write(path, lambda file: torch.save(checkpoint, file))

@@ -8,9 +8,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from parameterized import parameterized
 
-from bundle.data import discover_cases, load_datalist, make_dataset, split_cases
+from bundle.data import case_name, discover_cases, load_datalist, make_dataset, split_cases
 from tests.conftest import BUNDLE_ROOT
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
@@ -156,3 +157,25 @@ class TestLayoutsGiveSameRegions(unittest.TestCase):
         self.assertEqual(msd_first["mask"].tolist(), [True, True, True, False])  # the all-zero T2 channel
         self.assertTrue(torch.all(msd_first["image"][3] == 0))
         self.assertEqual(reference[0]["label"].sum(dim=(1, 2, 3)).gt(0).tolist(), [True, True, True])
+
+
+class TestCaseName(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("case_key", {"case": "SYNTH_0001"}, "SYNTH_0001"),
+            ("collated_case", {"case": ["SYNTH_0002"]}, "SYNTH_0002"),
+            (
+                "image_file",
+                {"image": MetaTensor(torch.zeros(1), meta={"filename_or_obj": "/d/BRATS_001.nii.gz"})},
+                "BRATS_001",
+            ),
+            (
+                "collated_file",
+                {"image": MetaTensor(torch.zeros(1), meta={"filename_or_obj": ["/d/X_flair.nii"]})},
+                "X_flair",
+            ),
+            ("nothing", {"image": torch.zeros(1)}, "fallback"),
+        ]
+    )
+    def test_case_name(self, _, data, expected):
+        self.assertEqual(case_name(data, default="fallback"), expected)

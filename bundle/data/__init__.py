@@ -1,6 +1,7 @@
 from bundle.data.discovery import (
     LAYOUTS,
     MSD,
+    case_name,
     dataset_convention,
     detect_layout,
     discover_cases,
@@ -12,6 +13,7 @@ from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, par
 __all__ = [
     "LAYOUTS",
     "MSD",
+    "case_name",
     "dataset_convention",
     "detect_layout",
     "discover_cases",

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["LAYOUTS", "MSD", "detect_layout", "dataset_convention", "discover_cases", "split_cases", "load_datalist"]
+__all__ = [
+    "LAYOUTS",
+    "MSD",
+    "detect_layout",
+    "dataset_convention",
+    "discover_cases",
+    "split_cases",
+    "load_datalist",
+    "case_name",
+]
 
 LAYOUTS: dict[str, dict] = {
     "brats2021": {"separator": "_", "names": {}, "label": "seg", "convention": "brats2021"},
@@ -31,6 +40,28 @@ FLAIR, T1w, T1gd, T2w) and ``labelsTr/*.nii.gz`` (1 edema, 2 non-enhancing, 3 en
 
 SPLITS = ("training", "validation", "test")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _file_stem(path: str | os.PathLike) -> str:
+    """File name without its NIfTI extensions: ``BRATS_001.nii.gz`` -> ``BRATS_001``."""
+    return Path(str(path)).name.split(".")[0]
+
+
+def case_name(data: Mapping, default: str = "case", case_key: str = "case", image_key: str = "image") -> str:
+    """Name of the case a data dict (or a collated batch of one case) holds.
+
+    Its ``case_key`` entry (set by :func:`discover_cases`), else the file name of the image it was
+    loaded from, else ``default``.
+    """
+    case = data.get(case_key)
+    if isinstance(case, (list, tuple)):
+        case = case[0] if case else None
+    if case:
+        return str(case)
+    filename = getattr(data.get(image_key), "meta", {}).get("filename_or_obj")
+    if isinstance(filename, (list, tuple)):
+        filename = filename[0] if filename else None
+    return _file_stem(filename) if filename else default
 
 
 def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
@@ -101,7 +132,7 @@ def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
                 raise FileNotFoundError(
                     f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry."
                 )
-        cases.append({"case": image.name.split(".")[0], "image": str(image), "label": str(label)})
+        cases.append({"case": _file_stem(image), "image": str(image), "label": str(label)})
     if not cases:
         raise ValueError(f"{root / 'dataset.json'} lists no training case.")
     return cases

@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from torch import nn
 
+from bundle.data import case_name
 from bundle.handlers.combinations import case_combination_metrics
 from bundle.io import atomic_write
 from bundle.modalities import (
@@ -100,7 +101,7 @@ class CombinationEvaluator(Engine):
         metrics = case_combination_metrics(
             self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing
         )
-        case = _case_name(batch, engine.state.iteration)
+        case = case_name(batch, default=f"case_{engine.state.iteration:04d}")
         for index, combination in enumerate(self.combinations):
             row: dict[str, Any] = {
                 "case": case,
@@ -131,19 +132,6 @@ class CombinationEvaluator(Engine):
                 handler.artifacts = (*handler.artifacts, *(str(p) for p in self.report_paths.values()))
         logger.info(f"Dice per modality combination (mean ± std over cases):\n{format_summary_markdown(self.summary)}")
         logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))
-
-
-def _case_name(batch: dict, iteration: int) -> str:
-    case = batch.get("case")
-    if isinstance(case, (list, tuple)) and case:
-        return str(case[0])
-    if isinstance(case, str):
-        return case
-    image = batch["image"]
-    filename = getattr(image, "meta", {}).get("filename_or_obj") if hasattr(image, "meta") else None
-    if isinstance(filename, (list, tuple)) and filename:
-        return Path(str(filename[0])).name.split(".")[0]
-    return f"case_{iteration:04d}"
 
 
 def _metric_names(rows: Sequence[dict]) -> list[str]:

@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
+from bundle.data.discovery import case_name
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
@@ -191,7 +192,7 @@ class RecordModalitiesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         mask = convert_to_tensor(d[self.mask_key], dtype=torch.bool, track_meta=False).flatten().tolist()
-        case = d.get(self.case_key) or Path(_source(d[self.image_key])).name.split(".")[0]
+        case = case_name(d, default=self.image_key, case_key=self.case_key, image_key=self.image_key)
         used = [m for m, present in zip(self.modalities, mask) if present]
         missing = [m for m, present in zip(self.modalities, mask) if not present]
         folder = Path(self.output_dir)
