@@ -11,6 +11,8 @@ from typing import IO, Any
 
 import torch
 
+from bundle.errors import InputError, InputFileError
+
 __all__ = ["atomic_write", "atomic_write_json", "read_json", "load_checkpoint", "load_network", "update_checkpoint"]
 
 
@@ -53,9 +55,9 @@ def read_json(path: str | os.PathLike) -> Any:
         with open(path, encoding="utf-8") as file:
             return json.load(file)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist.") from None
+        raise InputFileError(f"{path} does not exist.") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it.") from None
+        raise InputError(f"{path} is not valid JSON ({error}); fix or delete it.") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -66,16 +68,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         ValueError: when the file is not a readable checkpoint.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"checkpoint {path} does not exist; train first (python -m monai.bundle run --config_file configs/train.json) "
             "or point --ckpt_path at a trained model.pt."
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}).") from None
+        raise InputError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}).") from None
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
+        raise InputError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
     return checkpoint
 
 
@@ -94,7 +96,7 @@ def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu
         network.load_state_dict(state)
     except RuntimeError as error:
         detail = str(error).splitlines()
-        raise ValueError(
+        raise InputError(
             f"{path} does not fit the network: {' '.join(detail[1:3]).strip() or detail[0]} ... "
             "It was trained with other modalities, filters, kernel_size or strides: pass the values used in training."
         ) from None

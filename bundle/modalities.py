@@ -7,6 +7,8 @@ from itertools import combinations
 
 import torch
 
+from bundle.errors import InputError
+
 __all__ = [
     "DEFAULT_MODALITIES",
     "NETWORK_REGIONS",
@@ -40,18 +42,18 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
         ValueError: when the list is empty, holds a non-string, an empty name or a duplicate.
     """
     if isinstance(modalities, str) or not isinstance(modalities, Sequence):
-        raise ValueError(f"modalities must be a list of names such as {list(DEFAULT_MODALITIES)}, got {modalities!r}.")
+        raise InputError(f"modalities must be a list of names such as {list(DEFAULT_MODALITIES)}, got {modalities!r}.")
     names = tuple(modalities)
     if not names:
-        raise ValueError(
+        raise InputError(
             f"modalities must name at least one sequence, got an empty list; e.g. {list(DEFAULT_MODALITIES)}."
         )
     for name in names:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"every modality must be a non-empty string, got {name!r} in {list(names)}.")
+            raise InputError(f"every modality must be a non-empty string, got {name!r} in {list(names)}.")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"modalities must be unique, got {list(names)} with duplicate {duplicates}.")
+        raise InputError(f"modalities must be unique, got {list(names)} with duplicate {duplicates}.")
     return names
 
 

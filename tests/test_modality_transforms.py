@@ -42,7 +42,7 @@ class TestStackModalitiesd(unittest.TestCase):
             StackModalitiesd(MODALITIES)(data)
 
     def test_no_image_at_all(self):
-        with self.assertRaisesRegex(KeyError, "no modality image"):
+        with self.assertRaisesRegex(ValueError, "no modality image"):
             StackModalitiesd(MODALITIES)({"label": volume(0.0)})
 
 

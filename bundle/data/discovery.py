@@ -7,6 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
@@ -81,7 +82,7 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
     """
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"dataset_dir {root} does not exist; point --dataset_dir at a BraTS-style dataset folder, "
             f"or make one with `python scripts/make_synthetic.py --out {root}`."
         )
@@ -100,7 +101,7 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
             + "}.nii.gz"
             for name, lay in LAYOUTS.items()
         )
-        raise ValueError(
+        raise InputError(
             f"no case folder in {root} matches a known layout ({expected}; or MSD Task01: dataset.json + imagesTr/)."
         )
     return best
@@ -114,13 +115,13 @@ def dataset_convention(
     if layout == MSD:
         return MSD
     if layout not in LAYOUTS:
-        raise ValueError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
+        raise InputError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
     return LAYOUTS[layout]["convention"]
 
 
 def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
     if len(modalities) != 4:
-        raise ValueError(
+        raise InputError(
             f"MSD Task01 images have 4 channels (FLAIR, T1w, T1gd, T2w); got modalities {list(modalities)}."
         )
     index = read_json(root / "dataset.json")
@@ -129,12 +130,12 @@ def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
         image, label = root / entry["image"], root / entry["label"]
         for path in (image, label):
             if not path.is_file():
-                raise FileNotFoundError(
+                raise InputFileError(
                     f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry."
                 )
         cases.append({"case": _file_stem(image), "image": str(image), "label": str(label)})
     if not cases:
-        raise ValueError(f"{root / 'dataset.json'} lists no training case.")
+        raise InputError(f"{root / 'dataset.json'} lists no training case.")
     return cases
 
 
@@ -163,7 +164,7 @@ def discover_cases(
     if dataset_format == MSD:
         return _discover_msd(Path(dataset_dir), modalities)
     if dataset_format not in LAYOUTS:
-        raise ValueError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
+        raise InputError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
     layout = LAYOUTS[dataset_format]
     cases = []
     for case_dir in sorted(d for d in Path(dataset_dir).iterdir() if d.is_dir()):
@@ -174,7 +175,7 @@ def discover_cases(
                 item[modality] = str(path)
         if len(item) == 1:
             expected = [f"{case_dir.name}{layout['separator']}{layout['names'].get(m, m)}.nii.gz" for m in modalities]
-            raise ValueError(
+            raise InputError(
                 f"case folder {case_dir} has no modality file; expected at least one of {expected}. "
                 "Remove the folder or add its images."
             )
@@ -195,14 +196,14 @@ def split_cases(
     fraction is positive; training keeps the rest and must keep at least one.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
+        raise InputError(
             f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got {val_fraction} and {test_fraction}."
         )
     order = list(cases)
     random.Random(seed).shuffle(order)
     sizes = [max(1, round(f * len(order))) if f > 0 else 0 for f in (val_fraction, test_fraction)]
     if sum(sizes) >= len(order):
-        raise ValueError(
+        raise InputError(
             f"{len(order)} cases are too few for val_fraction={val_fraction} and test_fraction={test_fraction}: "
             f"training would get none. Add cases or lower the fractions."
         )
@@ -248,7 +249,7 @@ def load_datalist(
                     if key in item:
                         item[key] = str(root / item[key])
                         if not os.path.isfile(item[key]):
-                            raise FileNotFoundError(
+                            raise InputFileError(
                                 f"{datalist_path} names {item[key]} (case {item.get('case', '?')}, key {key!r}), "
                                 f"which does not exist; restore the file or delete {datalist_path} to split again."
                             )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bundle.errors import InputError
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
 
@@ -46,14 +47,14 @@ def parse_teachers(text: str, modalities: Sequence[str] = DEFAULT_MODALITIES) ->
         region, sep, modality = item.partition("=")
         region, modality = region.strip().upper(), modality.strip()
         if not sep or region not in REPORT_REGIONS or modality not in modalities:
-            raise ValueError(
+            raise InputError(
                 f"bad teacher {item!r} in {text!r}: expected REGION=MODALITY with REGION in {list(REPORT_REGIONS)} "
                 f"and MODALITY in {list(modalities)}, e.g. 'ET=t1ce,TC=t1ce,WT=flair'."
             )
         teachers[region] = modality
     missing = [region for region in REPORT_REGIONS if region not in teachers]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"teachers {text!r} name no modality for {missing}; give one for each of {list(REPORT_REGIONS)}."
         )
     return teachers
@@ -148,15 +149,15 @@ def make_dataset(
     """
     modalities = check_modalities(modalities)
     if cases < 1:
-        raise ValueError(f"cases must be at least 1, got {cases}.")
+        raise InputError(f"cases must be at least 1, got {cases}.")
     if not 0.0 <= missing_rate < 1.0:
-        raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}.")
+        raise InputError(f"missing_rate must be in [0, 1), got {missing_rate}.")
     shape = (int(size),) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
     if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"size must be one int or three ints, each at least 16, got {size}.")
+        raise InputError(f"size must be one int or three ints, each at least 16, got {size}.")
     unknown = {region: m for region, m in teachers.items() if m not in modalities}
     if unknown or set(teachers) != set(REPORT_REGIONS):
-        raise ValueError(
+        raise InputError(
             f"teachers must map each of {list(REPORT_REGIONS)} to one of {list(modalities)}, got {dict(teachers)}."
         )
 

@@ -9,6 +9,8 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from torch import nn
 
+from bundle.errors import InputError
+
 __all__ = ["case_combination_metrics", "combination_dice"]
 
 
@@ -45,7 +47,7 @@ def case_combination_metrics(
     label = batch["label"].to(device)
     case_mask = batch["mask"].to(device=device, dtype=torch.bool)
     if image.shape[0] != 1:
-        raise ValueError(f"combination metrics need a data loader with batch_size=1, got a batch of {image.shape[0]}.")
+        raise InputError(f"combination metrics need a data loader with batch_size=1, got a batch of {image.shape[0]}.")
     regions = label.shape[1]
     dice = torch.full((masks.shape[0], regions), float("nan"))
     hd95 = torch.full((masks.shape[0], regions), float("nan"))
@@ -100,5 +102,5 @@ def combination_dice(
     finally:
         network.train(was_training)
     if not rows:
-        raise ValueError("got an empty data loader: the split to evaluate has no case.")
+        raise InputError("got an empty data loader: the split to evaluate has no case.")
     return torch.stack(rows)

@@ -15,6 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
@@ -55,7 +56,7 @@ def elect_teachers(dice: torch.Tensor, modalities: Sequence[str]) -> tuple[dict[
     """
     modalities = check_modalities(modalities)
     if dice.dim() != 3 or dice.shape[1] != len(modalities) or dice.shape[2] != len(NETWORK_REGIONS):
-        raise ValueError(
+        raise InputError(
             f"dice must be (cases, {len(modalities)} modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}."
         )
     mean = torch.nanmean(dice.double(), dim=0)  # (N, R)
@@ -159,11 +160,11 @@ class ElectionHandler:
         seed: int = 0,
     ) -> None:
         if elect_epoch < 1:
-            raise ValueError(
+            raise InputError(
                 f"elect_epoch must be >= 1 (epochs of warm-up before the first election), got {elect_epoch}."
             )
         if reelect_every < 0:
-            raise ValueError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
+            raise InputError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
         self.network = network
         self.data_loader = data_loader
         self.inferer = inferer
@@ -187,7 +188,7 @@ class ElectionHandler:
 
     def _check_schedule(self, engine: Engine) -> None:
         if engine.state.max_epochs is not None and self.elect_epoch > engine.state.max_epochs:
-            raise ValueError(
+            raise InputError(
                 f"elect_epoch={self.elect_epoch} is after the last epoch (max_epochs={engine.state.max_epochs}): "
                 "no teacher would be elected and distillation would never run. Lower elect_epoch or raise max_epochs."
             )
@@ -256,7 +257,7 @@ class ElectionHandler:
         """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss."""
         state = dict(state)
         if state and list(state.get("modalities", [])) != list(self.modalities):
-            raise ValueError(
+            raise InputError(
                 f"the stored election is for modalities {state.get('modalities')}, but this model has {list(self.modalities)}; "
                 "use a checkpoint trained with the same modalities."
             )

@@ -10,6 +10,7 @@ from monai.engines.utils import IterationEvents
 from monai.losses import DiceCELoss
 from torch import nn
 
+from bundle.errors import InputError
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
 
 __all__ = ["CKDLoss", "LCKDLoss"]
@@ -76,7 +77,7 @@ class LCKDLoss(nn.Module):
     ) -> None:
         super().__init__()
         if ckd_weight < 0:
-            raise ValueError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
+            raise InputError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
         self.modalities = check_modalities(modalities)
         self.ckd_weight = float(ckd_weight)
         self.seg_loss = seg_loss if seg_loss is not None else DiceCELoss(sigmoid=True)
@@ -96,7 +97,7 @@ class LCKDLoss(nn.Module):
             region: m for region, m in teachers.items() if m not in self.modalities or region not in REPORT_REGIONS
         }
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"teachers {dict(teachers)} name {unknown}: regions must be in {list(REPORT_REGIONS)} and "
                 f"modalities in {list(self.modalities)}."
             )

@@ -10,6 +10,7 @@ import torch
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock, get_conv_layer
 from torch import nn
 
+from bundle.errors import InputError
 from bundle.modalities import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
 
 __all__ = ["LCKDNet", "FILL_MODES"]
@@ -94,19 +95,19 @@ class LCKDNet(nn.Module):
         super().__init__()
         self.modalities = check_modalities(modalities)
         if len(kernel_size) != len(strides) or len(strides) < 2:
-            raise ValueError(
+            raise InputError(
                 f"kernel_size and strides must have the same length (one entry per level, at least 2), "
                 f"got kernel_size={list(kernel_size)} and strides={list(strides)}."
             )
         if len(filters) != len(strides) or any(int(f) < 1 for f in filters):
-            raise ValueError(
+            raise InputError(
                 f"filters must give one positive width per level ({len(strides)} levels from strides), "
                 f"got filters={list(filters)}."
             )
         if fill not in FILL_MODES:
-            raise ValueError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
+            raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
         if out_channels < 1:
-            raise ValueError(f"out_channels must be at least 1, got {out_channels}.")
+            raise InputError(f"out_channels must be at least 1, got {out_channels}.")
         self.num_modalities = len(self.modalities)
         self.filters = [int(f) for f in filters]
         self.strides = list(strides)
@@ -191,26 +192,26 @@ class LCKDNet(nn.Module):
     def check_input(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Validate shapes and return the boolean mask (inferred from non-zero channels when ``None``)."""
         if x.dim() != 5 or x.shape[1] != self.num_modalities:
-            raise ValueError(
+            raise InputError(
                 f"LCKDNet expects input (batch, {self.num_modalities}, H, W, D) with one channel per modality "
                 f"{list(self.modalities)}, got shape {list(x.shape)}."
             )
         for size in x.shape[2:]:
             if size % self.divisor != 0:
-                raise ValueError(
+                raise InputError(
                     f"spatial size {list(x.shape[2:])} must be divisible by {self.divisor} (the product of strides "
                     f"{self.strides}); pad the image or choose a patch_size that is a multiple of {self.divisor}."
                 )
         if mask is None:
             return x.detach().flatten(2).abs().amax(dim=2) > 0
         if mask.dim() != 2 or mask.shape[1] != self.num_modalities or mask.shape[0] not in (1, x.shape[0]):
-            raise ValueError(
+            raise InputError(
                 f"mask must have shape ({x.shape[0]}, {self.num_modalities}) or (1, {self.num_modalities}), "
                 f"one flag per modality {list(self.modalities)}, got {list(mask.shape)}."
             )
         mask = mask.to(device=x.device, dtype=torch.bool)
         if not bool(mask.any(dim=1).all()):
-            raise ValueError(
+            raise InputError(
                 "every sample needs at least one present modality, got a mask row with none; "
                 "drop that sample, or pass mask=None to infer the mask from the non-zero channels."
             )

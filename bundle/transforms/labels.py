@@ -8,6 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from bundle.errors import InputError
 from bundle.modalities import NETWORK_REGIONS
 
 __all__ = ["LABEL_CONVENTIONS", "label_mapping", "RegionsToLabelsd"]
@@ -32,7 +33,7 @@ def label_mapping(source: str, target: str = "brats2021") -> tuple[list[int], li
     """
     for name in (source, target):
         if name not in LABEL_CONVENTIONS:
-            raise ValueError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {name!r}.")
+            raise InputError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {name!r}.")
     classes = ("NCR", "ED", "ET")
     return [LABEL_CONVENTIONS[source][c] for c in classes], [LABEL_CONVENTIONS[target][c] for c in classes]
 
@@ -57,7 +58,7 @@ class RegionsToLabelsd(MapTransform):
     def __init__(self, keys: KeysCollection, convention: str = "brats2021", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         if convention not in LABEL_CONVENTIONS:
-            raise ValueError(f"convention must be one of {list(LABEL_CONVENTIONS)}, got {convention!r}.")
+            raise InputError(f"convention must be one of {list(LABEL_CONVENTIONS)}, got {convention!r}.")
         self.values = LABEL_CONVENTIONS[convention]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
@@ -66,7 +67,7 @@ class RegionsToLabelsd(MapTransform):
         for key in self.key_iterator(d):
             regions = d[key]
             if regions.shape[0] != len(NETWORK_REGIONS):
-                raise ValueError(
+                raise InputError(
                     f"{key!r} must have {len(NETWORK_REGIONS)} region channels {NETWORK_REGIONS}, got shape {list(regions.shape)}."
                 )
             labels = torch.zeros_like(regions[:1])

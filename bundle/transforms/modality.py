@@ -13,6 +13,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
 from bundle.data.discovery import case_name
+from bundle.errors import InputError
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
@@ -67,13 +68,13 @@ class StackModalitiesd(MapTransform):
             for key in present:
                 del d[key]
         elif self.image_key not in d:
-            raise KeyError(
+            raise InputError(
                 f"no modality image in the data: expected keys {list(self.keys)} (one per sequence) or "
                 f"{self.image_key!r} (all sequences as channels), got keys {list(d)}."
             )
         image = d[self.image_key]
         if image.shape[0] != len(self.keys):
-            raise ValueError(
+            raise InputError(
                 f"{_source(image)}: expected {len(self.keys)} channels, one per modality {list(self.keys)}, "
                 f"got an image of shape {list(image.shape)}."
             )
@@ -85,12 +86,12 @@ class StackModalitiesd(MapTransform):
         for key in present:
             image = d[key]
             if image.shape[0] != 1:
-                raise ValueError(
+                raise InputError(
                     f"{_source(image)}: modality {key!r} must be a single 3D volume (1 channel after "
                     f"EnsureChannelFirst), got shape {list(image.shape)}."
                 )
             if image.shape != reference.shape:
-                raise ValueError(
+                raise InputError(
                     f"{_source(image)}: modality {key!r} has spatial shape {list(image.shape[1:])} but "
                     f"{_source(reference)} ({present[0]!r}) has {list(reference.shape[1:])}; all sequences of a "
                     "case must be co-registered on one grid (resample them first)."
@@ -127,7 +128,7 @@ class RandModalityDropd(RandomizableTransform, MapTransform):
 
     def __init__(self, image_key: str = "image", mask_key: str = "mask", prob: float = 1.0) -> None:
         if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be in [0, 1], got {prob}.")
+            raise InputError(f"prob must be in [0, 1], got {prob}.")
         MapTransform.__init__(self, [image_key, mask_key])
         RandomizableTransform.__init__(self, prob)
         self.image_key = image_key

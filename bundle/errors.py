@@ -1,0 +1,53 @@
+"""Errors about the user's data or settings, shown as one clear message instead of a traceback.
+
+Every check of the bundle raises :class:`InputError` (a ``ValueError``) or :class:`InputFileError`
+(also a ``FileNotFoundError``) with what file or key is wrong, what was found, what is allowed and
+how to fix it. ``python -m monai.bundle run`` wraps errors raised in config expressions and
+transforms in ``RuntimeError``\\ s; :func:`excepthook`, installed when :mod:`bundle` is imported,
+finds the ``InputError`` behind them and prints its message alone. Set ``LCKD_TRACEBACK=1`` to see
+the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+
+__all__ = ["InputError", "InputFileError", "input_error_of", "excepthook", "install_excepthook"]
+
+TRACEBACK_ENV = "LCKD_TRACEBACK"
+
+
+class InputError(ValueError):
+    """A problem with the user's data, files or settings; the message says how to fix it."""
+
+
+class InputFileError(InputError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+def input_error_of(error: BaseException | None) -> InputError | None:
+    """The :class:`InputError` that caused ``error`` (itself, or along its ``__cause__``/``__context__`` chain)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def excepthook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    """Print an uncaught :class:`InputError` as ``error: <message>``; anything else as Python would."""
+    cause = input_error_of(error)
+    if cause is None or os.environ.get(TRACEBACK_ENV):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    print(f"error: {cause}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
+
+
+def install_excepthook() -> None:
+    """Use :func:`excepthook` unless another tool (IPython, a debugger) has installed its own hook."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = excepthook
