@@ -16,6 +16,12 @@ from bundle.errors import InputError, InputFileError
 __all__ = ["atomic_write", "atomic_write_json", "read_json", "load_checkpoint", "load_network", "update_checkpoint"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -36,6 +42,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp makes the file private (0600); keep the mode a plain write would give
+        os.chmod(temp_name, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask())
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

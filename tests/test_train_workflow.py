@@ -8,6 +8,7 @@ from tempfile import TemporaryDirectory
 
 import torch
 
+from bundle.errors import input_error_of
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, run_workflow
 
 
@@ -55,8 +56,18 @@ class TestTrainWorkflow(TinyDatasetTestCase):
             self.assertEqual(metadata["version"], json.loads((CONFIGS / "metadata.json").read_text())["version"])
             self.assertTrue(any((work / "eval").glob("events.out.tfevents.*")))
 
-    def test_elect_epoch_after_training_is_refused(self):
+    def test_settings_are_checked_before_the_data(self):
         with TemporaryDirectory() as tmp:
             with self.assertRaises(Exception) as raised:
-                train(self.dataset, Path(tmp), max_epochs=1, elect_epoch=3)
-            self.assertIn("elect_epoch=3 is after the last epoch", str(raised.exception.__cause__))
+                train(Path(tmp) / "no_dataset", Path(tmp), max_epochs=1, elect_epoch=3)
+            self.assertIn("elect_epoch=3 is after the last epoch", str(input_error_of(raised.exception)))
+            self.assertFalse(any((Path(tmp) / "models").glob("*.pt")))
+
+    def test_patch_larger_than_the_image_is_padded(self):
+        with TemporaryDirectory() as tmp:
+            kept = train(
+                self.dataset, Path(tmp), keep=("validate::evaluator",), patch_size=[48, 48, 48], max_epochs=1,
+                val_interval=1, elect_epoch=1,
+            )  # fmt: skip
+            dice = kept["validate::evaluator"].state.metrics["val_mean_dice"]
+            self.assertTrue(0.0 <= dice <= 1.0, dice)

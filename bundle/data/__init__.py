@@ -9,6 +9,7 @@ from bundle.data.discovery import (
     split_cases,
 )
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
+from bundle.data.validation import check_dataset, check_settings, check_writable
 
 __all__ = [
     "LAYOUTS",
@@ -19,6 +20,9 @@ __all__ = [
     "discover_cases",
     "load_datalist",
     "split_cases",
+    "check_dataset",
+    "check_settings",
+    "check_writable",
     "DEFAULT_TEACHERS",
     "make_case",
     "make_dataset",

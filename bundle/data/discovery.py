@@ -89,6 +89,11 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
     if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
         return MSD
     case_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
+    if not any(root.iterdir()):
+        raise InputError(
+            f"dataset_dir {root} is empty; copy a BraTS-style dataset there (one folder per case) or make one with "
+            f"`python scripts/make_synthetic.py --out {root}`."
+        )
     counts = {
         name: sum(any(_file(d, layout, layout["names"].get(m, m)) for m in modalities) for d in case_dirs)
         for name, layout in LAYOUTS.items()
@@ -242,6 +247,11 @@ def load_datalist(
     datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"
     if datalist_path.is_file():
         stored = read_json(datalist_path)
+        if list(stored.get("modalities", modalities)) != list(modalities):
+            raise InputError(
+                f"{datalist_path} was made for modalities {stored['modalities']}, but modalities is {list(modalities)}; "
+                f"use the same modalities, or delete {datalist_path} to split the dataset again."
+            )
         datalist = {split: [dict(item) for item in stored.get(split, [])] for split in SPLITS}
         for items in datalist.values():
             for item in items:

@@ -1,9 +1,11 @@
+from bundle.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, latest_checkpoint, resume_from_latest
 from bundle.handlers.combinations import case_combination_metrics, combination_dice
 from bundle.handlers.election import (
     ElectionHandler,
     bootstrap_win_rate,
     elect_teachers,
     format_election,
+    read_teachers,
     update_metadata,
 )
 from bundle.handlers.evaluation import (
@@ -12,9 +14,20 @@ from bundle.handlers.evaluation import (
     summarize_combinations,
     write_combination_reports,
 )
-from bundle.handlers.report import LOSS_TERMS, format_region_dice, log_validation_summary, loss_terms, region_dice
+from bundle.handlers.report import (
+    LOSS_TERMS,
+    format_region_dice,
+    log_teachers,
+    log_validation_summary,
+    loss_terms,
+    region_dice,
+)
 
 __all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "latest_checkpoint",
+    "resume_from_latest",
     "case_combination_metrics",
     "combination_dice",
     "CombinationEvaluator",
@@ -25,9 +38,11 @@ __all__ = [
     "bootstrap_win_rate",
     "elect_teachers",
     "format_election",
+    "read_teachers",
     "update_metadata",
     "LOSS_TERMS",
     "format_region_dice",
+    "log_teachers",
     "log_validation_summary",
     "loss_terms",
     "region_dice",

@@ -20,7 +20,14 @@ from bundle.handlers.combinations import combination_dice
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
 
-__all__ = ["elect_teachers", "bootstrap_win_rate", "update_metadata", "format_election", "ElectionHandler"]
+__all__ = [
+    "elect_teachers",
+    "bootstrap_win_rate",
+    "update_metadata",
+    "read_teachers",
+    "format_election",
+    "ElectionHandler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +109,30 @@ def update_metadata(metadata_file: str | os.PathLike, block: Mapping[str, Any], 
     metadata = read_json(metadata_file)
     metadata[key] = dict(block)
     atomic_write_json(metadata_file, metadata)
+
+
+def read_teachers(
+    metadata_file: str | os.PathLike, modalities: Sequence[str], key: str = "lckd"
+) -> dict[str, str] | None:
+    """The teacher set recorded in a bundle's metadata.json, checked against the model's modalities.
+
+    Returns:
+        region -> modality, or ``None`` when no election has been recorded yet.
+
+    Raises:
+        InputError: when the recorded teachers name a region or a modality this model does not have.
+    """
+    teachers = read_json(metadata_file).get(key, {}).get("teachers")
+    if teachers is None:
+        return None
+    wrong = {r: m for r, m in dict(teachers).items() if r not in REPORT_REGIONS or m not in modalities}
+    if wrong:
+        raise InputError(
+            f"{metadata_file} records teachers {dict(teachers)}, but {wrong} are not regions of {list(REPORT_REGIONS)} "
+            f"with modalities of this model {list(modalities)}: the metadata belongs to another model. Re-elect "
+            '(python -m monai.bundle run --config_file configs/elect.json) or remove its "lckd" block.'
+        )
+    return dict(teachers)
 
 
 def format_election(result: Mapping[str, Any]) -> str:
@@ -221,6 +252,8 @@ class ElectionHandler:
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
+        where = f"epoch {epoch}" if epoch is not None else "checkpoint"
+        logger.info(f"teacher election at {where}: validating each single modality ...")
         dice = combination_dice(
             self.network, self.data_loader, self.inferer, torch.eye(len(self.modalities), dtype=torch.bool), self.device
         )
@@ -237,7 +270,6 @@ class ElectionHandler:
         self.load_state_dict(result)
         if self.metadata_file is not None:
             update_metadata(self.metadata_file, result)
-        where = f"epoch {epoch}" if epoch is not None else "checkpoint"
         logger.info(
             f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
         )

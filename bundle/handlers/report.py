@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 
 from bundle.modalities import REPORT_REGIONS
 
-__all__ = ["LOSS_TERMS", "loss_terms", "region_dice", "format_region_dice", "log_validation_summary"]
+__all__ = ["LOSS_TERMS", "loss_terms", "region_dice", "format_region_dice", "log_teachers", "log_validation_summary"]
 
 LOSS_TERMS: tuple[str, ...] = ("loss", "seg_loss", "ckd_loss")
 
@@ -52,6 +53,12 @@ def log_validation_summary(evaluator, teachers: Mapping[str, str] | None = None)
     logger.info(f"validation Dice (all modalities), last: {format_region_dice(dice)}")
     if best_epoch >= 0:
         logger.info(f"best mean Dice {best:.4f} at epoch {best_epoch}")
-    if teachers:
-        logger.info("teachers: " + ", ".join(f"{region}->{modality}" for region, modality in teachers.items()))
+    log_teachers(teachers)
     return dice
+
+
+def log_teachers(teachers: Mapping[str, str] | None, source: str | os.PathLike | None = None) -> None:
+    """Log a teacher set (region -> modality) and where it was read from; nothing when there is none."""
+    if teachers:
+        where = f" ({source})" if source else ""
+        logger.info(f"teachers{where}: " + ", ".join(f"{region}->{modality}" for region, modality in teachers.items()))

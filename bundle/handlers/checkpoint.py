@@ -1,0 +1,146 @@
+"""Checkpoints that survive a killed run, and resuming from the latest one.
+
+MONAI's ``CheckpointSaver`` writes in place (``atomic=False``, to keep files group-readable), so a
+run killed while saving leaves a truncated file. :class:`AtomicCheckpointSaver` is the same handler
+writing through :func:`bundle.io.atomic_write` (temp file, fsync, rename, the usual permissions).
+:func:`resume_from_latest` makes re-running the same training command continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from bundle.errors import InputError
+from bundle.io import atomic_write, load_checkpoint
+
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "latest_checkpoint", "resume_from_latest"]
+
+logger = logging.getLogger(__name__)
+
+
+class AtomicDiskSaver(DiskSaver):
+    """Ignite ``DiskSaver`` that writes atomically and, like MONAI's, can use one fixed file name.
+
+    Args:
+        dirname: folder of the checkpoints (created if needed).
+        filename: fixed file name (e.g. ``model.pt``); ``None`` uses Ignite's generated names.
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        try:
+            atomic_write(path, lambda file: func(checkpoint, file, **self.kwargs))
+        except OSError as error:
+            raise InputError(
+                f"could not write checkpoint {path} ({error.strerror or error}); the previous checkpoint is kept. "
+                "Free disk space or point ckpt_dir at another disk, then run the same command again to resume."
+            ) from error
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI ``CheckpointSaver`` (same arguments) whose files are written atomically."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename)
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:
+    """The ``<prefix>_*.pt`` file of ``ckpt_dir`` with the highest epoch (or iteration) number, if any."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return None
+
+    def step(path: Path) -> int:
+        found = re.search(r"=(\d+)\.pt$", path.name)
+        return int(found.group(1)) if found else -1
+
+    candidates = sorted(folder.glob(f"{prefix}_*.pt"), key=step)
+    return candidates[-1] if candidates else None
+
+
+def resume_from_latest(
+    trainer: Engine,
+    ckpt_dir: str | os.PathLike,
+    load_dict: Mapping[str, Any],
+    best_saver: CheckpointSaver | None = None,
+    best_file: str | os.PathLike | None = None,
+    prefix: str = "latest",
+) -> Path | None:
+    """Continue an interrupted training from the newest ``<prefix>_*.pt`` of ``ckpt_dir``.
+
+    The network, optimizer, LR scheduler, trainer (epoch, iteration) and teacher set of
+    ``load_dict`` are restored when the trainer starts (MONAI ``CheckpointLoader``); a run that had
+    finished stops at once. With ``best_saver`` and ``best_file`` (saved with
+    ``key_metric_save_state=True``) the best metric so far is restored too, so a worse model does not
+    replace the best one after the restart.
+
+    Args:
+        trainer: the training engine.
+        ckpt_dir: folder of the checkpoints.
+        load_dict: the ``save_dict`` of the saver that wrote them.
+        best_saver: the validation ``CheckpointSaver`` of the best model.
+        best_file: the best model's file.
+        prefix: file prefix of the periodic checkpoints.
+
+    Returns:
+        The checkpoint resumed from, or ``None`` when there is none (a new training).
+
+    Raises:
+        InputError: when the checkpoint cannot be read or was written by a different model.
+    """
+    path = latest_checkpoint(ckpt_dir, prefix)
+    if path is None:
+        return None
+    checkpoint = load_checkpoint(path)
+    network = load_dict.get("model")
+    if network is not None and "model" in checkpoint:
+        expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in checkpoint["model"].items()}
+        if expected != found:
+            differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+            raise InputError(
+                f"{path} was written by a different model (e.g. {differing[:3]} differ), so this training cannot resume "
+                f"from it. Use the settings it was trained with, or move {ckpt_dir} away (or pass --resume false) "
+                "to start a new training."
+            )
+    missing = sorted(set(load_dict) - set(checkpoint))
+    if missing:
+        raise InputError(
+            f"{path} lacks {missing} needed to resume; it is not a training checkpoint of this bundle. "
+            f"Move it out of {ckpt_dir} or pass --resume false."
+        )
+    CheckpointLoader(load_path=str(path), load_dict=dict(load_dict), map_location="cpu").attach(trainer)
+    if best_saver is not None and best_file is not None and Path(best_file).is_file():
+        state = load_checkpoint(best_file).get("checkpointer")
+        if state is not None:
+            best_saver.load_state_dict(state)
+    trainer_state = checkpoint.get("trainer", {})
+    epoch = trainer_state.get("epoch") or trainer_state.get("iteration", 0) // max(
+        1, trainer_state.get("epoch_length") or 1
+    )
+    logger.info(
+        f"resuming from {path} (epoch {epoch}, teachers "
+        f"{checkpoint.get('lckd', {}).get('teachers')}); move {ckpt_dir} away or pass --resume false to start over."
+    )
+    return path

@@ -1,0 +1,425 @@
+"""Every bad input gets one clear InputError naming the file or key and the fix.
+
+Each case builds its bad input in a fresh copy of a tiny synthetic dataset (three 16^3 cases in the
+BraTS 2018-2021 layout) and calls what a workflow calls first: ``load_datalist`` +
+``check_dataset``, ``check_settings``, the network, the loss, the checkpoint I/O.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import nibabel as nib
+import numpy as np
+import torch
+from parameterized import parameterized
+
+from bundle.data import check_dataset, check_settings, check_writable, dataset_convention, load_datalist, make_dataset
+from bundle.errors import InputError, InputFileError, input_error_of
+from bundle.handlers import AtomicDiskSaver, read_teachers, resume_from_latest
+from bundle.handlers.combinations import case_combination_metrics
+from bundle.io import load_checkpoint, load_network
+from bundle.losses import LCKDLoss
+from bundle.modalities import DEFAULT_MODALITIES, check_modalities, combination_masks
+from bundle.networks import LCKDNet
+from bundle.transforms import StackModalitiesd
+from tests.conftest import BUNDLE_ROOT
+
+SIZE = 16
+CASE = "SYNTH_0000"
+TINY_NET = {"filters": [4, 8, 16], "kernel_size": [3, 3, 3], "strides": [1, 2, 2]}
+
+
+def _file(root: Path, key: str, case: str = CASE) -> Path:
+    return root / case / f"{case}_{key}.nii.gz"
+
+
+def _rewrite(root: Path, key: str, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Replace one file of the first case with ``data`` (and ``affine``, default the original's)."""
+    path = _file(root, key)
+    original = nib.load(path)
+    nib.save(nib.Nifti1Image(data, original.affine if affine is None else affine), path)
+    return path
+
+
+def _volume(root: Path, key: str) -> np.ndarray:
+    return np.asanyarray(nib.load(_file(root, key)).dataobj).copy()
+
+
+def _check(root: Path, modalities=DEFAULT_MODALITIES) -> None:
+    """What train.json does with a dataset before training."""
+    datalist = load_datalist(root, modalities=modalities, val_fraction=0.34)
+    check_dataset(datalist, modalities, dataset_convention(root, "auto", modalities))
+
+
+def _shifted_affine(root: Path, key: str, shift: float) -> np.ndarray:
+    affine = nib.load(_file(root, key)).affine.copy()
+    affine[0, 3] += shift
+    return affine
+
+
+def _msd(root: Path, channels: int) -> Path:
+    msd = root.parent / "msd"
+    (msd / "imagesTr").mkdir(parents=True)
+    (msd / "labelsTr").mkdir()
+    image = np.random.default_rng(0).random((SIZE, SIZE, SIZE, channels)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), msd / "imagesTr" / "BRATS_001.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((SIZE,) * 3, np.uint8), np.eye(4)), msd / "labelsTr" / "BRATS_001.nii.gz")
+    index = {"training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}] * 3}
+    (msd / "dataset.json").write_text(json.dumps(index))
+    return msd
+
+
+def _tiny_net(modalities=DEFAULT_MODALITIES, filters=(4, 8, 16)) -> LCKDNet:
+    return LCKDNet(modalities, filters=list(filters), kernel_size=TINY_NET["kernel_size"], strides=TINY_NET["strides"])
+
+
+def _write_metadata(root: Path, teachers: dict) -> Path:
+    path = root / "metadata.json"
+    path.write_text(json.dumps({"version": "0.1.0", "lckd": {"teachers": teachers}}))
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _disk_full(root: Path) -> None:
+    saver = AtomicDiskSaver(root / "models")
+    saver({"model": {"w": torch.ones(2)}}, "latest_checkpoint_epoch=1.pt")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with mock.patch("torch.save", no_space):
+        try:
+            saver({"model": {"w": torch.zeros(2)}}, "latest_checkpoint_epoch=2.pt")
+        finally:
+            # the previous checkpoint is intact and no temporary file is left behind
+            assert torch.equal(
+                load_checkpoint(root / "models" / "latest_checkpoint_epoch=1.pt")["model"]["w"], torch.ones(2)
+            )
+            assert sorted(p.name for p in (root / "models").iterdir()) == ["latest_checkpoint_epoch=1.pt"]
+
+
+def _resume_other_model(root: Path) -> None:
+    (root / "models").mkdir()
+    torch.save({"model": _tiny_net(filters=(4, 8, 32)).state_dict()}, root / "models" / "latest_checkpoint_epoch=3.pt")
+    net = _tiny_net()
+    resume_from_latest(mock.MagicMock(), root / "models", {"model": net})
+
+
+def _datalist_other_modalities(root: Path) -> None:
+    load_datalist(root, modalities=DEFAULT_MODALITIES, val_fraction=0.34)
+    load_datalist(root, modalities=["flair", "t1ce"], val_fraction=0.34)
+
+
+def _datalist_missing_file(root: Path) -> None:
+    load_datalist(root, val_fraction=0.34)
+    _file(root, "t2", "SYNTH_0002").unlink()
+    _check(root)
+
+
+def _empty_dir(root: Path) -> None:
+    empty = root.parent / "empty"
+    empty.mkdir()
+    _check(empty)
+
+
+def _no_layout(root: Path) -> None:
+    other = root.parent / "other"
+    (other / "scans").mkdir(parents=True)
+    (other / "scans" / "brain.nii.gz").write_bytes(b"")
+    _check(other)
+
+
+def _only_label(root: Path) -> None:
+    for key in DEFAULT_MODALITIES:
+        _file(root, key).unlink()
+    _check(root)
+
+
+def _no_label(root: Path) -> None:
+    for case in ("SYNTH_0000", "SYNTH_0001", "SYNTH_0002"):
+        _file(root, "seg", case).unlink()
+    _check(root)
+
+
+# (name, make the bad input and run the check, regex the message must match)
+CASES: list[tuple[str, Callable[[Path], object], str]] = [
+    ("dataset_dir_missing", lambda root: _check(root.parent / "nowhere"), r"does not exist.*make_synthetic"),
+    ("dataset_dir_empty", _empty_dir, r"is empty"),
+    ("no_recognisable_layout", _no_layout, r"matches a known layout"),
+    ("unknown_dataset_format", lambda root: dataset_convention(root, "brats2019"), r"dataset_format must be"),
+    ("case_with_every_modality_missing", _only_label, r"has no modality file.*Remove the folder"),
+    (
+        "unknown_modality_in_config",
+        lambda root: _check(root, ["flair", "t1", "t1ce", "dwi"]),
+        r"\['dwi'\] have no file",
+    ),
+    ("duplicate_modality", lambda root: check_modalities(["flair", "t1", "flair"]), r"unique.*duplicate \['flair'\]"),
+    (
+        "modalities_of_different_shapes",
+        lambda root: (_rewrite(root, "t1", np.ones((SIZE, SIZE, SIZE - 4), np.float32)), _check(root)),
+        r"SYNTH_0000_t1.nii.gz \(t1\) has shape \[16, 16, 12\].*co-registered",
+    ),
+    (
+        "affines_beyond_tolerance",
+        lambda root: (_rewrite(root, "t2", _volume(root, "t2"), _shifted_affine(root, "t2", 2.0)), _check(root)),
+        r"SYNTH_0000_t2.nii.gz \(t2\) has an affine that differs .* by up to 2 .*affine_tolerance",
+    ),
+    (
+        "nan_voxels",
+        lambda root: (
+            _rewrite(root, "flair", np.where(_volume(root, "flair") > 0.5, np.nan, 1.0).astype(np.float32)),
+            _check(root),
+        ),
+        r"SYNTH_0000_flair.nii.gz has \d+ NaN",
+    ),
+    (
+        "inf_voxels",
+        lambda root: (_rewrite(root, "t1ce", np.full((SIZE,) * 3, np.inf, np.float32)), _check(root)),
+        r"SYNTH_0000_t1ce.nii.gz has 0 NaN and 4096 infinite",
+    ),
+    (
+        "all_zero_image",
+        lambda root: (_rewrite(root, "t2", np.zeros((SIZE,) * 3, np.float32)), _check(root)),
+        r"SYNTH_0000_t2.nii.gz is all zero.*delete it",
+    ),
+    (
+        "4d_image_where_3d_expected",
+        lambda root: (_rewrite(root, "t1", np.ones((SIZE, SIZE, SIZE, 2), np.float32)), _check(root)),
+        r"SYNTH_0000_t1.nii.gz is a 4D image of shape \[16, 16, 16, 2\].*MSD layout",
+    ),
+    (
+        "msd_4d_with_wrong_channel_count",
+        lambda root: _check(_msd(root, 3)),
+        r"BRATS_001.nii.gz has shape \[16, 16, 16, 3\].*4D \(X, Y, Z, 4\)",
+    ),
+    (
+        "2d_image",
+        lambda root: (_rewrite(root, "flair", np.ones((SIZE, SIZE), np.float32)), _check(root)),
+        r"SYNTH_0000_flair.nii.gz is a 2D image of shape \[16, 16\]",
+    ),
+    (
+        "truncated_nifti",
+        lambda root: (_truncate(_file(root, "t1ce")), _check(root)),
+        r"SYNTH_0000_t1ce.nii.gz is (truncated or corrupt|not a readable NIfTI)",
+    ),
+    (
+        "non_nifti_with_nii_gz_name",
+        lambda root: (_file(root, "t2").write_bytes(gzip.compress(b"patient notes, not an image")), _check(root)),
+        r"SYNTH_0000_t2.nii.gz is not a readable NIfTI image.*re-export",
+    ),
+    (
+        "label_values_outside_convention",
+        lambda root: (
+            _rewrite(root, "seg", np.where(_volume(root, "seg") == 4, 3, _volume(root, "seg")).astype(np.uint8)),
+            _check(root),
+        ),
+        r"SYNTH_0000_seg.nii.gz holds label values \[3\] outside the dataset's convention \[0, 1, 2, 4\]",
+    ),
+    (
+        "label_shape_differs_from_image",
+        lambda root: (_rewrite(root, "seg", np.zeros((SIZE, SIZE, 8), np.uint8)), _check(root)),
+        r"SYNTH_0000_seg.nii.gz \(label\) has shape \[16, 16, 8\]",
+    ),
+    ("training_case_without_label", _no_label, r"has no label file"),
+    (
+        "patch_size_not_divisible_by_strides",
+        lambda root: check_settings([96, 100, 96], [1, 2, 2, 2, 2]),
+        r"axis 1 by 16.*e\.g\. 96 or 112",
+    ),
+    ("patch_size_not_three_ints", lambda root: check_settings([128, 128], [1, 2]), r"three positive ints"),
+    (
+        "batch_size_below_1",
+        lambda root: check_settings([32] * 3, [1, 2], batch_size=0),
+        r"batch_size must be >= 1, got 0",
+    ),
+    (
+        "max_epochs_before_elect_epoch",
+        lambda root: check_settings([32] * 3, [1, 2], max_epochs=10, elect_epoch=50),
+        r"elect_epoch=50 is after the last epoch \(max_epochs=10\)",
+    ),
+    ("negative_ckd_weight", lambda root: check_settings([32] * 3, [1, 2], ckd_weight=-0.1), r"ckd_weight must be >= 0"),
+    ("negative_ckd_weight_in_loss", lambda root: LCKDLoss(ckd_weight=-1.0), r"ckd_weight must be >= 0"),
+    (
+        "teachers_in_metadata_name_a_modality_the_model_lacks",
+        lambda root: read_teachers(
+            _write_metadata(root, {"ET": "dwi", "TC": "t1ce", "WT": "flair"}), DEFAULT_MODALITIES
+        ),
+        r"metadata.json records teachers .*'ET': 'dwi'.*Re-elect",
+    ),
+    (
+        "checkpoint_of_other_modalities",
+        lambda root: (
+            torch.save({"model": _tiny_net(["flair", "t1ce"]).state_dict()}, root / "m.pt"),
+            load_network(_tiny_net(), root / "m.pt"),
+        ),
+        r"m.pt does not fit the network.*other modalities, filters",
+    ),
+    (
+        "checkpoint_of_other_filters",
+        lambda root: (
+            torch.save({"model": _tiny_net(filters=(8, 8, 16)).state_dict()}, root / "m.pt"),
+            load_network(_tiny_net(), root / "m.pt"),
+        ),
+        r"m.pt does not fit the network",
+    ),
+    (
+        "checkpoint_missing",
+        lambda root: load_network(_tiny_net(), root / "models" / "model.pt"),
+        r"model.pt does not exist; train first",
+    ),
+    (
+        "checkpoint_truncated",
+        lambda root: (
+            torch.save({"model": _tiny_net().state_dict()}, root / "m.pt"),
+            _truncate(root / "m.pt"),
+            load_checkpoint(root / "m.pt"),
+        ),
+        r"m.pt is not a readable PyTorch checkpoint",
+    ),
+    ("resume_from_checkpoint_of_other_model", _resume_other_model, r"written by a different model.*--resume false"),
+    (
+        "output_dir_not_writable",
+        lambda root: check_writable(_file(root, "seg") / "eval"),
+        r"cannot write to .*SYNTH_0000_seg.nii.gz/eval",
+    ),
+    (
+        "disk_full_while_writing_checkpoint",
+        _disk_full,
+        r"could not write checkpoint .*epoch=2.pt \(No space left on device\); the previous checkpoint is kept",
+    ),
+    (
+        "datalist_names_missing_files",
+        _datalist_missing_file,
+        r"names .*SYNTH_0002_t2.nii.gz .*does not exist.*delete .*datalist.json",
+    ),
+    (
+        "datalist_malformed",
+        lambda root: ((root / "datalist.json").write_text("{'training': ["), _check(root)),
+        r"datalist.json is not valid JSON",
+    ),
+    (
+        "datalist_made_for_other_modalities",
+        _datalist_other_modalities,
+        r"was made for modalities .*delete .*datalist.json",
+    ),
+    (
+        "forward_mask_with_no_modality",
+        lambda root: _tiny_net().eval()(
+            torch.ones(2, 4, SIZE, SIZE, SIZE), torch.tensor([[True, False, False, False], [False] * 4])
+        ),
+        r"needs at least one present modality.*mask row with none",
+    ),
+    (
+        "inference_input_with_no_modality",
+        lambda root: StackModalitiesd(DEFAULT_MODALITIES)({"label": torch.zeros(1, SIZE, SIZE, SIZE)}),
+        r"no modality image in the data",
+    ),
+]
+
+
+class TestBadInputs(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls._template = tempfile.TemporaryDirectory()
+        make_dataset(Path(cls._template.name) / "data", cases=3, size=SIZE, seed=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._template.cleanup()
+
+    def setUp(self):
+        work = tempfile.TemporaryDirectory()
+        self.addCleanup(work.cleanup)
+        self.root = Path(work.name) / "data"
+        subprocess.run(["cp", "-r", str(Path(self._template.name) / "data"), str(self.root)], check=True)
+
+    def test_the_tiny_dataset_passes(self):
+        _check(self.root)
+
+    @parameterized.expand(CASES)
+    def test_clear_error(self, _, make_and_check, message):
+        with self.assertRaisesRegex(InputError, message) as caught:
+            make_and_check(self.root)
+        self.assertGreater(len(str(caught.exception)), 30)
+
+    def test_missing_paths_are_also_file_not_found_errors(self):
+        with self.assertRaises(FileNotFoundError) as caught:
+            _check(self.root.parent / "nowhere")
+        self.assertIsInstance(caught.exception, InputFileError)
+
+    def test_affine_within_tolerance_and_empty_label_pass(self):
+        _rewrite(self.root, "t2", _volume(self.root, "t2"), _shifted_affine(self.root, "t2", 1e-5))
+        _rewrite(self.root, "seg", np.zeros((SIZE,) * 3, np.uint8))
+        _check(self.root)
+
+    def test_every_problem_is_listed_at_once(self):
+        _rewrite(self.root, "t2", np.zeros((SIZE,) * 3, np.float32))
+        _truncate(_file(self.root, "t1", "SYNTH_0001"))
+        with self.assertRaisesRegex(InputError, r"(?s)^2 problem\(s\)(?=.*SYNTH_0000_t2)(?=.*SYNTH_0001_t1)"):
+            _check(self.root)
+
+    def test_checked_files_are_cached_until_they_change(self):
+        cache = self.root / "checked.json"
+        datalist = load_datalist(self.root, val_fraction=0.34)
+        check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
+        self.assertEqual(len(json.loads(cache.read_text())), 15)
+        with mock.patch("bundle.data.validation._check_voxels") as voxels:
+            check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
+            voxels.assert_not_called()
+        _rewrite(self.root, "t1", np.zeros((SIZE,) * 3, np.float32))
+        with self.assertRaisesRegex(InputError, "SYNTH_0000_t1.nii.gz is all zero"):
+            check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
+
+    def test_empty_label_gives_nan_dice_not_a_crash(self):
+        net = _tiny_net().eval()
+        batch = {
+            "image": torch.randn(1, 4, SIZE, SIZE, SIZE),
+            "label": torch.zeros(1, 3, SIZE, SIZE, SIZE),
+            "mask": torch.ones(1, 4, dtype=torch.bool),
+        }
+        with torch.no_grad():
+            metrics = case_combination_metrics(
+                net, batch, lambda x, n, **kw: n(x, **kw), combination_masks(), hd95_spacing=(1.0, 1.0, 1.0)
+            )
+        self.assertEqual(tuple(metrics["dice"].shape), (15, 3))
+        self.assertTrue(torch.isnan(metrics["dice"]).all())
+
+    def test_input_error_is_found_behind_monai_wrappers(self):
+        try:
+            try:
+                raise InputError("bad file x")
+            except InputError as error:
+                raise RuntimeError("Failed to evaluate ConfigExpression") from error
+        except RuntimeError as wrapped:
+            self.assertEqual(str(input_error_of(wrapped)), "bad file x")
+        self.assertIsNone(input_error_of(RuntimeError("other")))
+
+
+class TestCommandLine(unittest.TestCase):
+    def test_bad_dataset_dir_prints_one_line_not_a_traceback(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {k: v for k, v in os.environ.items() if k != "LCKD_TRACEBACK"}
+            result = subprocess.run(
+                [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+                 "--dataset_dir", f"{tmp}/nowhere", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/eval"],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"error: dataset_dir {tmp}/nowhere does not exist", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
