@@ -1,17 +1,26 @@
 """Measure LCKDNet against MONAI's DynUNet on this machine and print ratios (LCKDNet / DynUNet).
 
-    python scripts/benchmark.py --quick          # small sizes, under a minute on a 2-core CPU
+    python scripts/benchmark.py --quick          # small sizes, about a minute on a 2-core CPU
+    python scripts/benchmark.py --patch 64 --volume 96 96 96   # medium, about 15 minutes there
+    python scripts/benchmark.py                  # patch 128^3, BraTS-sized volume 240x240x155
     python scripts/benchmark.py --json           # one JSON object with the ratios
 
-Train step = forward + backward + optimizer step (CKD on for LCKDNet); inference = sliding-window
-inference of one 4-sequence volume; FLOPs from ``torch.utils.flop_counter.FlopCounterMode``. Medians of
-``--repeats`` runs after a warm-up. Peak memory and the 15-combination timing are not measured yet.
+Both models see the same patch and volume. Train step = forward + backward + AdamW step (CKD on
+for LCKDNet); inference = sliding-window inference of one 4-sequence volume; "combinations" = all 15
+modality combinations of that volume (LCKDNet encodes each window once) against one all-sequence
+inference. FLOPs from ``torch.utils.flop_counter.FlopCounterMode``; times are medians of
+``--repeats`` runs after a warm-up; peak memory is the growth of the process's peak RSS (CPU) or
+``torch.cuda.max_memory_allocated`` (GPU), each phase measured in a fresh process. LCKDNet is
+measured with its shared encoder and with one encoder per sequence; a micro-benchmark compares a
+loop of per-sequence convolutions with one grouped convolution.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -22,9 +31,11 @@ from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
 from bundle.losses import LCKDLoss
-from bundle.networks import LCKDNet
+from bundle.modalities import combination_masks
+from bundle.networks import LCKDNet, inference_network
 
 TEACHERS = {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}
+MODELS = ("dynunet", "lckdnet", "lckdnet_per_modality")
 
 
 def median_seconds(step: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -41,55 +52,194 @@ def median_seconds(step: Callable[[], object], repeats: int, device: torch.devic
     return statistics.median(times)
 
 
-def flops(step: Callable[[], object]) -> int:
+def count_flops(step: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
 
 
-def build(args: argparse.Namespace, device: torch.device) -> dict[str, torch.nn.Module]:
+def build(name: str, args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     levels = len(args.filters)
     kernels, strides = [3] * levels, [1] + [2] * (levels - 1)
-    lckd = LCKDNet(filters=args.filters, kernel_size=kernels, strides=strides).to(device)
-    dyn = DynUNet(3, 4, 3, kernels, strides, strides[1:], filters=args.baseline_filters, res_block=True).to(device)
-    return {"lckdnet": lckd, "dynunet": dyn}
+    if name == "dynunet":
+        return DynUNet(3, 4, 3, kernels, strides, strides[1:], filters=args.baseline_filters, res_block=True).to(device)
+    shared = name == "lckdnet"
+    return LCKDNet(filters=args.filters, kernel_size=kernels, strides=strides, shared_encoder=shared).to(device)
 
 
-def measure(name: str, net: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def measure_phase(name: str, phase: str, args: argparse.Namespace) -> dict[str, float]:
+    """Time, FLOPs and peak memory of one model in one phase ("train", "inference", "combinations")."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = build(name, args, device)
     patch = [args.patch] * 3
-    x = torch.randn(args.batch, 4, *patch, device=device)
-    y = (torch.rand(args.batch, 3, *patch, device=device) > 0.5).float()
-    mask = torch.ones(args.batch, 4, dtype=torch.bool, device=device)
-    loss = LCKDLoss(teachers=TEACHERS) if name == "lckdnet" else LCKDLoss()
-    optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
-    call = (lambda inp: net(inp, mask)) if name == "lckdnet" else net
-
-    def train_step():
+    lckd = name != "dynunet"
+    if phase == "train":
+        x = torch.randn(args.batch, 4, *patch, device=device)
+        y = (torch.rand(args.batch, 3, *patch, device=device) > 0.5).float()
+        mask = torch.ones(args.batch, 4, dtype=torch.bool, device=device)
+        loss = LCKDLoss(teachers=TEACHERS if lckd else None)
+        optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
+        call = (lambda inp: net(inp, mask)) if lckd else net
         net.train()
-        optimizer.zero_grad()
-        loss(call(x), y).backward()
-        optimizer.step()
 
-    volume = torch.randn(1, 4, *args.volume, device=device)
+        def step():
+            optimizer.zero_grad()
+            loss(call(x), y).backward()
+            optimizer.step()
 
-    @torch.no_grad()
-    def infer():
+        repeats = args.repeats
+    else:
+        volume = torch.randn(1, 4, *args.volume, device=device)
         net.eval()
-        sliding_window_inference(volume, patch, args.sw_batch_size, net, overlap=args.overlap)
+        model = inference_network(net, channels_last=args.channels_last)
+        predictor, kwargs = model, {}
+        if phase == "combinations":
+            if not lckd:
+                return {}
+            predictor, kwargs = net.forward_combinations, {"masks": combination_masks().to(device)}
 
-    train_seconds = median_seconds(train_step, args.repeats, device)
-    infer_seconds = median_seconds(infer, max(1, args.repeats // 2), device)
-    train_flops = flops(train_step)
-    infer_flops = flops(infer)
+        @torch.no_grad()
+        def step():
+            with torch.autocast(device.type, enabled=args.amp):
+                sliding_window_inference(volume, patch, args.sw_batch_size, predictor, overlap=args.overlap, **kwargs)
+
+        repeats = args.inference_repeats
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = 0 if device.type == "cuda" else _peak_bytes(device)  # CPU: what the step adds to the process
+    seconds = median_seconds(step, repeats, device)
+    peak = _peak_bytes(device) - baseline
+    flops = count_flops(step)
+    split = encode_decode_split(net, args, device) if phase == "combinations" else {}
     return {
+        **split,
+        f"{phase}_s": seconds,
+        f"{phase}_gflop": flops / 1e9,
+        f"{phase}_gflops_per_s": flops / 1e9 / seconds,
+        f"{phase}_peak_mb": peak / 2**20,
         "params": sum(p.numel() for p in net.parameters()),
-        "train_step_s": train_seconds,
-        "inference_s": infer_seconds,
-        "train_gflop": train_flops / 1e9,
-        "inference_gflop": infer_flops / 1e9,
-        "train_gflops_per_s": train_flops / 1e9 / train_seconds,
-        "inference_gflops_per_s": infer_flops / 1e9 / infer_seconds,
     }
+
+
+def encode_decode_split(net: LCKDNet, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Encoder and decoder (fusion + up-path) time of one sliding-window batch: what bounds encode-once.
+
+    With decode/encode = r, 15 combinations cost at best (1 + 15 r) / (1 + r) one forward pass.
+    """
+    window = torch.randn(args.sw_batch_size, 4, *[args.patch] * 3, device=device)
+    mask = torch.ones(1, 4, dtype=torch.bool, device=device)
+    with torch.no_grad():
+        features = net.encode(window)
+        encode_s = median_seconds(lambda: net.encode(window), args.inference_repeats, device)
+        decode_s = median_seconds(lambda: net.decode(features, mask), args.inference_repeats, device)
+    ratio = decode_s / encode_s
+    return {
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "decode_over_encode": ratio,
+        "combinations_bound": (1 + 15 * ratio) / (1 + ratio),
+    }
+
+
+def grouped_versus_loop(args: argparse.Namespace) -> dict[str, float]:
+    """Per-sequence convolutions at the second level: N separate convs in a loop vs one grouped conv."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    channels, size, n = args.filters[1], args.patch // 2, 4
+    x = torch.randn(args.batch, n * channels, size, size, size, device=device)
+    loop = [torch.nn.Conv3d(channels, channels, 3, padding=1).to(device) for _ in range(n)]
+    grouped = torch.nn.Conv3d(n * channels, n * channels, 3, padding=1, groups=n).to(device)
+    with torch.no_grad():
+        loop_s = median_seconds(lambda: [c(p) for c, p in zip(loop, x.chunk(n, dim=1))], args.repeats, device)
+        grouped_s = median_seconds(lambda: grouped(x), args.repeats, device)
+    return {"loop_s": loop_s, "grouped_s": grouped_s, "grouped_over_loop": grouped_s / loop_s}
+
+
+def _in_fresh_process(function: Callable, *args) -> dict:
+    """Run ``function(*args)`` in a new process, so its peak memory is its own."""
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def run(args: argparse.Namespace) -> dict:
+    results: dict[str, dict[str, float]] = {name: {} for name in MODELS}
+    for name in MODELS:
+        for phase in ("train", "inference", "combinations"):
+            results[name].update(_in_fresh_process(measure_phase, name, phase, args))
+    report: dict = {"device": args.device, "settings": vars(args), **results}
+    dyn = results["dynunet"]
+    for name in ("lckdnet", "lckdnet_per_modality"):
+        lckd = results[name]
+        ratios = {
+            "train_step_ratio": lckd["train_s"] / dyn["train_s"],
+            "inference_ratio": lckd["inference_s"] / dyn["inference_s"],
+            "peak_memory_ratio": lckd["train_peak_mb"] / dyn["train_peak_mb"],
+            "inference_peak_memory_ratio": lckd["inference_peak_mb"] / dyn["inference_peak_mb"],
+            "params_ratio": lckd["params"] / dyn["params"],
+            "train_flop_ratio": lckd["train_gflop"] / dyn["train_gflop"],
+            "inference_flop_ratio": lckd["inference_gflop"] / dyn["inference_gflop"],
+            "train_flops_efficiency": lckd["train_gflops_per_s"] / dyn["train_gflops_per_s"],
+            "inference_flops_efficiency": lckd["inference_gflops_per_s"] / dyn["inference_gflops_per_s"],
+            "combinations_ratio": lckd["combinations_s"] / lckd["inference_s"],
+            "decode_over_encode": lckd["decode_over_encode"],
+            "combinations_bound": lckd["combinations_bound"],
+        }
+        if name == "lckdnet":
+            report.update(ratios)
+        else:
+            report["per_modality_encoders"] = ratios
+    report["grouped_conv"] = _in_fresh_process(grouped_versus_loop, args)
+    return report
+
+
+ROWS = [
+    ("params", "parameters", "{:.3g}"),
+    ("train_gflop", "train step GFLOP", "{:.1f}"),
+    ("train_s", "train step s", "{:.3f}"),
+    ("train_gflops_per_s", "train GFLOP/s", "{:.1f}"),
+    ("train_peak_mb", "train peak MB", "{:.0f}"),
+    ("inference_gflop", "inference GFLOP", "{:.1f}"),
+    ("inference_s", "inference s", "{:.3f}"),
+    ("inference_gflops_per_s", "inference GFLOP/s", "{:.1f}"),
+    ("inference_peak_mb", "inference peak MB", "{:.0f}"),
+    ("combinations_s", "15 combinations s", "{:.3f}"),
+]
+
+
+def print_table(report: dict) -> None:
+    settings = report["settings"]
+    print(
+        f"device {report['device']}, {settings['threads']} threads, patch {settings['patch']}^3, volume "
+        f"{settings['volume']}, LCKDNet {settings['filters']}, DynUNet {settings['baseline_filters']}"
+    )
+    header = f"{'':22}{'DynUNet':>10}{'LCKD shared':>13}{'ratio':>7}{'LCKD per-seq':>14}{'ratio':>7}"
+    print(header)
+    dyn, shared, per = report["dynunet"], report["lckdnet"], report["lckdnet_per_modality"]
+    for key, label, form in ROWS:
+        cells = [form.format(dyn[key]) if key in dyn else "-"]
+        for model in (shared, per):
+            cells += [form.format(model[key]), f"{model[key] / dyn[key]:.2f}" if key in dyn else "-"]
+        print(f"{label:22}{cells[0]:>10}{cells[1]:>13}{cells[2]:>7}{cells[3]:>14}{cells[4]:>7}")
+    print("\nratios (LCKDNet shared / DynUNet unless noted):")
+    for key in (
+        "train_step_ratio", "inference_ratio", "peak_memory_ratio", "inference_peak_memory_ratio", "params_ratio",
+        "train_flop_ratio", "train_flops_efficiency", "inference_flops_efficiency", "combinations_ratio",
+        "decode_over_encode", "combinations_bound",
+    ):  # fmt: skip
+        print(f"  {key:30}{report[key]:6.2f}   per-sequence encoders: {report['per_modality_encoders'][key]:.2f}")
+    grouped = report["grouped_conv"]
+    print(
+        f"  grouped conv / loop of 4 convs (level 2): {grouped['grouped_over_loop']:.2f} "
+        f"({grouped['grouped_s'] * 1e3:.1f} ms vs {grouped['loop_s'] * 1e3:.1f} ms)"
+    )
 
 
 def main() -> None:
@@ -104,40 +254,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--sw-batch-size", type=int, default=2)
     parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small sizes: patch 32, volume 64^3, 4 levels, 3 repeats")
+    parser.add_argument("--repeats", type=int, default=5, help="timed train steps (after one warm-up)")
+    parser.add_argument("--inference-repeats", type=int, default=5, help="timed inferences (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--amp", action="store_true", help="inference under torch.autocast (GPU)")
+    parser.add_argument("--channels-last", action="store_true", help="inference with channels_last_3d weights")
+    parser.add_argument("--quick", action="store_true", help="patch 32, volume 48^3, 4 levels, 3 repeats: about a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.quick:
-        args.patch, args.volume, args.repeats = 32, [64, 64, 64], 3
-        args.filters = [8, 16, 32, 64]
-    if args.baseline_filters is None:
+        args.patch, args.volume = 32, [48, 48, 48]
+        args.filters, args.repeats, args.inference_repeats = args.filters[:4], 3, 3
+    if args.baseline_filters is None:  # DynUNet's default widths for as many levels
         args.baseline_filters = [min(2 ** (5 + i), 320) for i in range(len(args.filters))]
-    device = torch.device(args.device)
-    results = {name: measure(name, net, args, device) for name, net in build(args, device).items()}
-    lckd, dyn = results["lckdnet"], results["dynunet"]
-    ratios = {
-        "train_step_ratio": lckd["train_step_s"] / dyn["train_step_s"],
-        "inference_ratio": lckd["inference_s"] / dyn["inference_s"],
-        "params_ratio": lckd["params"] / dyn["params"],
-        "train_flop_ratio": lckd["train_gflop"] / dyn["train_gflop"],
-        "train_flops_efficiency": lckd["train_gflops_per_s"] / dyn["train_gflops_per_s"],
-        "inference_flops_efficiency": lckd["inference_gflops_per_s"] / dyn["inference_gflops_per_s"],
-    }
+    report = run(args)
     if args.json:
-        print(
-            json.dumps(
-                {"device": str(device), "settings": vars(args) | {"volume": args.volume}, **results, **ratios}, indent=2
-            )
-        )
-        return
-    print(
-        f"device {device}, patch {args.patch}^3, volume {args.volume}, LCKDNet {args.filters}, DynUNet {args.baseline_filters}"
-    )
-    keys = list(lckd)
-    print(f"{'':24}{'LCKDNet':>12}{'DynUNet':>12}{'ratio':>8}")
-    for key in keys:
-        print(f"{key:24}{lckd[key]:>12.4g}{dyn[key]:>12.4g}{lckd[key] / dyn[key]:>8.2f}")
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
 
 
 if __name__ == "__main__":

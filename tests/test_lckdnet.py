@@ -104,6 +104,16 @@ class TestLCKDNet(unittest.TestCase):
         with torch.no_grad():
             torch.testing.assert_close(net(x, mask), net(x, mask.expand(3, -1)))
 
+    @parameterized.expand(CASES)
+    def test_encode_once_equals_one_forward_per_combination(self, shared, fill):
+        net = tiny_net(shared_encoder=shared, fill=fill).eval()
+        x, masks = torch.randn(2, 4, 16, 16, 16), combination_masks()
+        with torch.no_grad():
+            once = net.forward_combinations(x, masks)
+            naive = torch.cat([net(x * m[None, :, None, None, None], m[None]) for m in masks], dim=1)
+        self.assertEqual(once.shape, (2, 45, 16, 16, 16))
+        torch.testing.assert_close(once, naive, atol=1e-5, rtol=1e-5)
+
     @parameterized.expand([(True,), (False,)])
     def test_scripted_equals_eager(self, shared):
         net = tiny_net(shared_encoder=shared).eval()

@@ -23,6 +23,7 @@ def case_combination_metrics(
     device: torch.device | str = "cpu",
     threshold: float = 0.5,
     hd95_spacing: Sequence[float] | None = None,
+    amp: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Dice (and HD95) of each region for one case, under each modality combination.
 
@@ -32,13 +33,16 @@ def case_combination_metrics(
     volume's diagonal, the largest distance possible.
 
     Args:
-        network: model called as ``inferer(image, network, mask=mask)``, returning region logits; in eval mode.
+        network: model called as ``inferer(image, network, mask=mask)``, returning region logits; in eval
+            mode. With a ``forward_combinations`` method (LCKDNet) each window is encoded once for all
+            combinations (identical results, about 4x faster for 15 combinations).
         batch: ``image (1, N, ...)``, ``label (1, R, ...)`` and ``mask (1, N)``.
         inferer: e.g. MONAI ``SlidingWindowInferer``.
         masks: bool ``(K, N)``, the combinations.
         device: where to run.
         threshold: on the sigmoid probability.
         hd95_spacing: voxel spacing; when given, HD95 is computed too (in the spacing's units).
+        amp: run the network under ``torch.autocast`` (mixed precision; for GPUs).
 
     Returns:
         ``{"dice": (K, R)}`` and, with ``hd95_spacing``, ``{"hd95": (K, R)}``; regions in network order.
@@ -54,26 +58,42 @@ def case_combination_metrics(
     diagonal = float(
         torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing or 1.0))
     )
-    for index, combination in enumerate(masks.to(device)):
-        mask = combination[None] & case_mask
-        if not bool(mask.any()):
-            continue
-        pred = (torch.sigmoid(torch.as_tensor(inferer(image, network, mask=mask))) > threshold).float()
-        dice[index] = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
-        if hd95_spacing is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
-                distance = compute_hausdorff_distance(
-                    pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing)
-                )[0].cpu()
-            empty_truth = label[0].flatten(1).sum(1).cpu() == 0
-            hd95[index] = torch.where(
-                empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal)
-            )
+    effective = masks.to(device=device, dtype=torch.bool) & case_mask
+    runnable = effective.any(dim=1)
+    if bool(runnable.any()):
+        unique, which = torch.unique(effective[runnable], dim=0, return_inverse=True)
+        with torch.autocast(device_type=image.device.type, enabled=amp):
+            logits = _combination_logits(network, inferer, image, unique)
+        rows = runnable.nonzero()[:, 0].tolist()
+        for index, row in zip(rows, which.tolist()):
+            pred = (torch.sigmoid(logits[row]) > threshold).float()
+            dice[index] = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
+            if hd95_spacing is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
+                    distance = compute_hausdorff_distance(
+                        pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing)
+                    )[0].cpu()
+                empty_truth = label[0].flatten(1).sum(1).cpu() == 0
+                hd95[index] = torch.where(
+                    empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal)
+                )
     result = {"dice": dice}
     if hd95_spacing is not None:
         result["hd95"] = hd95
     return result
+
+
+def _combination_logits(network: nn.Module, inferer: Callable, image: torch.Tensor, masks: torch.Tensor) -> list:
+    """Logits ``(1, R, ...)`` of ``image`` under each row of ``masks``.
+
+    A network with ``forward_combinations`` (LCKDNet) encodes each sliding window once and decodes it
+    per combination; any other network is run once per combination.
+    """
+    if hasattr(network, "forward_combinations"):
+        stacked = torch.as_tensor(inferer(image, network.forward_combinations, masks=masks))
+        return [logits.float() for logits in stacked.chunk(masks.shape[0], dim=1)]
+    return [torch.as_tensor(inferer(image, network, mask=mask[None])).float() for mask in masks]
 
 
 def combination_dice(

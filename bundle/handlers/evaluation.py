@@ -55,6 +55,7 @@ class CombinationEvaluator(Engine):
         device: where to run.
         hd95_spacing: voxel spacing in mm for HD95; ``None`` skips HD95.
         val_handlers: Ignite/MONAI handlers to attach (named as in MONAI's evaluators).
+        amp: run the network in mixed precision (``torch.autocast``; for GPUs).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class CombinationEvaluator(Engine):
         device: torch.device | str = "cpu",
         hd95_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
         val_handlers: Sequence[Any] | None = None,
+        amp: bool = False,
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -78,6 +80,7 @@ class CombinationEvaluator(Engine):
         self.output_dir = Path(output_dir)
         self.device = device
         self.hd95_spacing = hd95_spacing
+        self.amp = bool(amp)
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
@@ -99,7 +102,7 @@ class CombinationEvaluator(Engine):
 
     def _iteration(self, engine: Engine, batch: dict) -> dict[str, torch.Tensor]:
         metrics = case_combination_metrics(
-            self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing
+            self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing, amp=self.amp
         )
         case = case_name(batch, default=f"case_{engine.state.iteration:04d}")
         for index, combination in enumerate(self.combinations):

@@ -189,6 +189,48 @@ class LCKDNet(nn.Module):
             return logits, features[-1], mask.expand(x.shape[0], -1)
         return logits
 
+    def forward_combinations(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Logits under each modality combination of ``masks``, encoding ``x`` only once.
+
+        Each sequence's features depend on that sequence alone (the encoder normalises per sample and
+        channel), so the features of a combination are those of the full input with the absent
+        sequences replaced: by the mean fill at every level (``fill="all_levels"``), or at the
+        bottleneck and by the features of an all-zero input elsewhere (``fill="bottleneck"``). Only
+        the fusion and the decoder run once per combination; the result equals calling
+        ``forward(x * mask, mask)`` per combination.
+
+        Args:
+            x: ``(B, N, H, W, D)`` with every sequence to combine present.
+            masks: boolean ``(K, N)``, one combination per row, each with a present sequence.
+
+        Returns:
+            ``(B, K * out_channels, H, W, D)``: combination ``k`` in channels ``k * out_channels ...``.
+
+        Example:
+            >>> net = LCKDNet(filters=[4, 8, 16], kernel_size=[3, 3, 3], strides=[1, 2, 2]).eval()
+            >>> net.forward_combinations(torch.randn(1, 4, 16, 16, 16), torch.eye(4, dtype=torch.bool)).shape
+            torch.Size([1, 12, 16, 16, 16])
+        """
+        if masks.dim() != 2 or masks.shape[1] != self.num_modalities:
+            raise InputError(
+                f"masks must have shape (K, {self.num_modalities}), one row per combination, got {list(masks.shape)}."
+            )
+        self.check_input(x, masks[:1])
+        masks = masks.to(device=x.device, dtype=torch.bool)
+        features = self.encode(x)
+        zero_features: List[torch.Tensor] = []
+        if not self.fill_all_levels:
+            zero_features = self.encode(torch.zeros_like(x[:1]))
+        outputs: List[torch.Tensor] = []
+        for k in range(masks.shape[0]):
+            mask = masks[k : k + 1]
+            combination = features
+            if not self.fill_all_levels:
+                present = mask[:, :, None, None, None, None]
+                combination = [torch.where(present, f, z) for f, z in zip(features, zero_features)]
+            outputs.append(self.decode(combination, mask))
+        return torch.cat(outputs, dim=1)
+
     def check_input(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Validate shapes and return the boolean mask (inferred from non-zero channels when ``None``)."""
         if x.dim() != 5 or x.shape[1] != self.num_modalities:
