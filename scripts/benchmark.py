@@ -259,7 +259,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--amp", action="store_true", help="inference under torch.autocast (GPU)")
     parser.add_argument("--channels-last", action="store_true", help="inference with channels_last_3d weights")
-    parser.add_argument("--quick", action="store_true", help="patch 32, volume 48^3, 4 levels, 3 repeats: about a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="patch 32, volume 48^3, 4 levels, 3 repeats: about a minute"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.quick:

@@ -136,6 +136,7 @@ def make_dataset(
     weak: float = 0.3,
     noise: float = 0.3,
     spacing: float = 1.0,
+    shared: float | None = None,
 ) -> list[Path]:
     """Write ``cases`` synthetic cases in the BraTS 2018-2021 layout.
 
@@ -144,10 +145,20 @@ def make_dataset(
     same seed gives the same files. ``missing_rate`` omits each modality file with that probability,
     never all of a case.
 
+    ``shared`` (0 ... 1) is the knob of the modality focusing hypothesis experiment: the fraction of
+    each region's decisive signal shared by every modality (``weak = shared * strong``); 0 leaves the
+    region to its teacher alone, 1 shows it equally in all. When given it overrides ``weak``.
+
     Returns:
         The case folders written.
     """
     modalities = check_modalities(modalities)
+    if shared is not None:
+        if not 0.0 <= shared <= 1.0:
+            raise InputError(
+                f"shared must be in [0, 1] (the fraction of the signal every modality shows), got {shared}."
+            )
+        weak = shared * strong
     if cases < 1:
         raise InputError(f"cases must be at least 1, got {cases}.")
     if not 0.0 <= missing_rate < 1.0:
@@ -195,6 +206,7 @@ def make_dataset(
             "missing_rate": missing_rate,
             "strong": strong,
             "weak": weak,
+            "shared": weak / strong if strong else None,
             "noise": noise,
             "spacing": spacing,
         },
@@ -221,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--strong", type=float, default=1.0, help="intensity step of a region in its teacher modality")
     parser.add_argument("--weak", type=float, default=0.3, help="intensity step of a region in the other modalities")
     parser.add_argument("--noise", type=float, default=0.3, help="Gaussian noise standard deviation")
+    parser.add_argument(
+        "--shared", type=float, default=None, help="fraction of each region's signal all modalities show (sets --weak)"
+    )
     args = parser.parse_args(argv)
     modalities = check_modalities([m.strip() for m in args.modalities.split(",") if m.strip()])
     try:
@@ -237,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.strong,
             args.weak,
             args.noise,
+            shared=args.shared,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -29,7 +29,15 @@ from bundle.modalities import (
     modality_combinations,
 )
 
-__all__ = ["CombinationEvaluator", "summarize_combinations", "format_summary_markdown", "write_combination_reports"]
+__all__ = [
+    "CombinationEvaluator",
+    "summarize_combinations",
+    "format_summary_markdown",
+    "write_combination_reports",
+    "csv_bytes",
+    "heatmap_png",
+    "write_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +196,8 @@ def format_summary_markdown(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
+def csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
+    """CSV of ``rows`` (dicts with the same keys), floats to 6 significant digits."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
     writer.writeheader()
@@ -196,30 +205,41 @@ def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def _heatmap_png(summary: Sequence[dict[str, Any]]) -> bytes:
+def heatmap_png(
+    values: np.ndarray,
+    row_labels: Sequence[str],
+    title: str,
+    cmap: str = "viridis",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    texts: np.ndarray | None = None,
+) -> bytes:
+    """PNG of a ``(rows, regions)`` table as a heatmap, regions in report order (ET, TC, WT).
+
+    Args:
+        values: the numbers to colour; NaN cells read "n/a".
+        row_labels: one per row (e.g. the combinations).
+        title: above the plot.
+        cmap, vmin, vmax: matplotlib colour map and its range.
+        texts: the text of each cell; default the value with 2 decimals.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [entry for entry in summary if entry["combination"] != AVERAGE]
-    values = np.array([[entry[f"dice_{r}_mean"] for r in REPORT_REGIONS] for entry in entries], dtype=float)
-    figure, axes = plt.subplots(figsize=(4.8, 0.38 * len(entries) + 1.4))
-    image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    figure, axes = plt.subplots(figsize=(4.8, 0.38 * len(row_labels) + 1.4))
+    image = axes.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     axes.set_xticks(range(len(REPORT_REGIONS)), REPORT_REGIONS)
-    axes.set_yticks(range(len(entries)), [entry["combination"] for entry in entries])
+    axes.set_yticks(range(len(row_labels)), list(row_labels))
+    middle = (vmin + vmax) / 2
     for (row, col), value in np.ndenumerate(values):
-        text = "n/a" if math.isnan(value) else f"{value:.2f}"
-        axes.text(
-            col,
-            row,
-            text,
-            ha="center",
-            va="center",
-            color="white" if not math.isnan(value) and value < 0.6 else "black",
-            fontsize=8,
+        text = "n/a" if math.isnan(value) else f"{value:.2f}" if texts is None else str(texts[row, col])
+        dark = not math.isnan(value) and (
+            value < middle if cmap == "viridis" else abs(value - middle) > 0.6 * (vmax - middle)
         )
-    axes.set_title("Dice per modality combination")
+        axes.text(col, row, text, ha="center", va="center", color="white" if dark else "black", fontsize=8)
+    axes.set_title(title)
     figure.colorbar(image, ax=axes, fraction=0.08, pad=0.04)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -228,19 +248,25 @@ def _heatmap_png(summary: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
+def write_files(contents: dict[str, bytes], output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write each ``{file name: bytes}`` into ``output_dir`` atomically; return the paths by name."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        name: atomic_write(folder / name, lambda file, data=data: file.write(data)) for name, data in contents.items()
+    }
+
+
 def write_combination_reports(
     rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike
 ) -> dict[str, Path]:
     """Write combinations.csv, summary.csv, summary.md and combinations.png atomically; return their paths."""
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    entries = [entry for entry in summary if entry["combination"] != AVERAGE]
+    values = np.array([[entry[f"dice_{r}_mean"] for r in REPORT_REGIONS] for entry in entries], dtype=float)
     contents = {
-        "combinations.csv": _csv_bytes(rows),
-        "summary.csv": _csv_bytes(summary),
+        "combinations.csv": csv_bytes(rows),
+        "summary.csv": csv_bytes(summary),
         "summary.md": (format_summary_markdown(summary) + "\n").encode("utf-8"),
-        "combinations.png": _heatmap_png(summary),
+        "combinations.png": heatmap_png(values, [e["combination"] for e in entries], "Dice per modality combination"),
     }
-    paths = {}
-    for name, data in contents.items():
-        paths[name] = atomic_write(folder / name, lambda file, data=data: file.write(data))
-    return paths
+    return write_files(contents, output_dir)

@@ -1,0 +1,28 @@
+"""Does distillation help on this data? The ablation, its per-case statistics and the feature diagnostics."""
+
+from bundle.analysis.ablation import BUNDLE_ROOT, ablate, parse_change, run_bundle
+from bundle.analysis.alignment import alignment_table, bottleneck_samples, linear_cka, linear_probe, mean_cosine
+from bundle.analysis.efficacy import (
+    compare_runs,
+    format_efficacy_markdown,
+    paired_bootstrap,
+    read_case_rows,
+    write_efficacy_reports,
+)
+
+__all__ = [
+    "BUNDLE_ROOT",
+    "ablate",
+    "parse_change",
+    "run_bundle",
+    "alignment_table",
+    "bottleneck_samples",
+    "linear_cka",
+    "linear_probe",
+    "mean_cosine",
+    "compare_runs",
+    "format_efficacy_markdown",
+    "paired_bootstrap",
+    "read_case_rows",
+    "write_efficacy_reports",
+]
