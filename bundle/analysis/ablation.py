@@ -159,6 +159,7 @@ def ablate(
     modalities = list((overrides or {}).get("modalities", DEFAULT_MODALITIES))
     output = Path(output_dir).resolve()
     arms: dict[str, dict] = {}
+    evaluate_ids = set(ConfigParser.load_config_files(_config_files("evaluate.json", extra_configs)))
     for name, label, arm_change in ((names[0], "A", {}), (names[1], "B", change)):
         work = output / label
         work.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,12 @@ def ablate(
         }
         logger.info(f"ablation run {label} ({name}): training")
         run_bundle("train.json", extra_configs, **settings)
-        evaluate = {k: v for k, v in settings.items() if k not in ("ckpt_dir", "resume")}
+        # nested keys such as lr_scheduler::T_max only exist in train.json
+        evaluate = {
+            k: v
+            for k, v in settings.items()
+            if k not in ("ckpt_dir", "resume") and ("::" not in k or k.split("::")[0] in evaluate_ids)
+        }
         logger.info(f"ablation run {label} ({name}): evaluating all combinations")
         run_bundle("evaluate.json", extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
         arms[name] = {"work": work, "settings": evaluate, "rows": read_case_rows(work / "eval" / "combinations.csv")}

@@ -136,7 +136,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def run_sweep(
     output_dir: str | Path,
     fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    cases: int = 20,
+    cases: int = 30,
     size: int = 32,
     seed: int = 0,
     settings: Mapping[str, Any] | None = None,
@@ -183,10 +183,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="mfh", help="folder for the datasets, runs and the report")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--cases", type=int, default=30)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-epochs", type=int, default=24)
+    parser.add_argument("--max-epochs", type=int, default=36)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     third = max(1, args.max_epochs // 3)
