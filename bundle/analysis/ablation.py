@@ -223,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the feature alignment diagnostics")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = ablate(
         args.dataset_dir,
         args.output_dir,

@@ -21,6 +21,9 @@ from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS
 
 __all__ = ["linear_cka", "mean_cosine", "linear_probe", "bottleneck_samples", "alignment_table"]
 
+PROBE_FILL = 0.25
+"""A region is a probe's positive class in a bottleneck voxel it fills at least this fraction of."""
+
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear centred kernel alignment (Kornblith et al., 2019) of two sets of features of the same samples.
@@ -146,7 +149,7 @@ def alignment_table(
     """One row per (student, teacher) pair: CKA and cosine on tumour voxels, and the student's probe accuracy.
 
     Tumour voxels are the bottleneck voxels the whole tumour touches; a probe's target is a region
-    filling at least half of a voxel.
+    filling at least a quarter of a voxel (small regions such as ET rarely fill half of one).
 
     Args:
         features: ``(V, N, C)`` from :func:`bottleneck_samples`.
@@ -164,7 +167,7 @@ def alignment_table(
         raise InputError("fewer than 2 bottleneck voxels inside the tumour; use larger or more cases.")
     probes = {
         modality: {
-            region: linear_probe(features[:, index], regions[:, NETWORK_REGIONS.index(region)] >= 0.5)
+            region: linear_probe(features[:, index], regions[:, NETWORK_REGIONS.index(region)] >= PROBE_FILL)
             for region in REPORT_REGIONS
         }
         for index, modality in enumerate(modalities)
