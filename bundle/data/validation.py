@@ -140,7 +140,7 @@ def _check_case(
             f"{list(modalities)}, or remove the case from the datalist."
         )
         return
-    files = [(key, path, channels) for key, path, channels in images]
+    files = list(images)
     if "label" in item:
         files.append(("label", item["label"], None))
     elif split in LABELLED_SPLITS:
