@@ -9,6 +9,7 @@ from tempfile import TemporaryDirectory
 import torch
 
 from bundle.errors import input_error_of
+from bundle.handlers import format_teachers
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, run_workflow
 
 
@@ -33,9 +34,17 @@ class TestTrainWorkflow(TinyDatasetTestCase):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
             kept = train(
-                self.dataset, work, keep=("validate::evaluator", "loss"), max_epochs=2, val_interval=1, elect_epoch=1
+                self.dataset,
+                work,
+                keep=("validate::evaluator", "loss", "train::trainer"),
+                max_epochs=2,
+                val_interval=1,
+                elect_epoch=1,
             )
             metrics, loss = kept["validate::evaluator"].state.metrics, kept["loss"]
+            # StatsHandler prints the current teachers with each epoch's losses
+            self.assertEqual(kept["train::trainer"].state.teachers, format_teachers(loss.teachers))
+            self.assertRegex(kept["train::trainer"].state.teachers, r"^ET->\w+, TC->\w+, WT->\w+$")
             for key in ("val_mean_dice", "val_dice_et", "val_dice_tc", "val_dice_wt"):
                 self.assertTrue(0.0 <= metrics[key] <= 1.0 and not math.isnan(metrics[key]), (key, metrics[key]))
 

@@ -17,6 +17,7 @@ from bundle.handlers.evaluation import (
 from bundle.handlers.report import (
     LOSS_TERMS,
     format_region_dice,
+    format_teachers,
     log_teachers,
     log_validation_summary,
     loss_terms,
@@ -42,6 +43,7 @@ __all__ = [
     "update_metadata",
     "LOSS_TERMS",
     "format_region_dice",
+    "format_teachers",
     "log_teachers",
     "log_validation_summary",
     "loss_terms",

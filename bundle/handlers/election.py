@@ -17,6 +17,7 @@ from torch import nn
 
 from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
+from bundle.handlers.report import format_teachers
 from bundle.io import atomic_write_json, read_json
 from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
 
@@ -214,8 +215,13 @@ class ElectionHandler:
         return self.result.get("teachers")
 
     def attach(self, engine: Engine) -> None:
+        """Elect at the scheduled epochs; ``engine.state.teachers`` shows the current set (for StatsHandler)."""
         engine.add_event_handler(Events.STARTED, self._check_schedule)
+        engine.add_event_handler(Events.STARTED, self._publish)
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._on_epoch)
+
+    def _publish(self, engine: Engine) -> None:
+        engine.state.teachers = format_teachers(self.teachers)
 
     def _check_schedule(self, engine: Engine) -> None:
         if engine.state.max_epochs is not None and self.elect_epoch > engine.state.max_epochs:
@@ -233,6 +239,7 @@ class ElectionHandler:
 
     def _on_epoch(self, engine: Engine) -> None:
         result = self.elect(epoch=engine.state.epoch)
+        self._publish(engine)
         # as metrics of this epoch, the Dice table reaches the handlers attached after this one
         # (StatsHandler, TensorBoard, MLflow); they are withdrawn when the next epoch starts
         metrics = {

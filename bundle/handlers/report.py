@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 
 from bundle.modalities import REPORT_REGIONS
 
-__all__ = ["LOSS_TERMS", "loss_terms", "region_dice", "format_region_dice", "log_teachers", "log_validation_summary"]
+__all__ = [
+    "LOSS_TERMS",
+    "loss_terms",
+    "region_dice",
+    "format_region_dice",
+    "format_teachers",
+    "log_teachers",
+    "log_validation_summary",
+]
 
 LOSS_TERMS: tuple[str, ...] = ("loss", "seg_loss", "ckd_loss")
 
@@ -57,8 +65,15 @@ def log_validation_summary(evaluator, teachers: Mapping[str, str] | None = None)
     return dice
 
 
+def format_teachers(teachers: Mapping[str, str] | None) -> str:
+    """``"ET->t1ce, TC->t1ce, WT->flair"``, or ``"none elected yet"``."""
+    if not teachers:
+        return "none elected yet"
+    return ", ".join(f"{region}->{modality}" for region, modality in teachers.items())
+
+
 def log_teachers(teachers: Mapping[str, str] | None, source: str | os.PathLike | None = None) -> None:
     """Log a teacher set (region -> modality) and where it was read from; nothing when there is none."""
     if teachers:
         where = f" ({source})" if source else ""
-        logger.info(f"teachers{where}: " + ", ".join(f"{region}->{modality}" for region, modality in teachers.items()))
+        logger.info(f"teachers{where}: {format_teachers(teachers)}")
