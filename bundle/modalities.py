@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import torch
@@ -14,6 +14,7 @@ __all__ = [
     "NETWORK_REGIONS",
     "REPORT_REGIONS",
     "check_modalities",
+    "check_teachers",
     "modality_combinations",
     "combination_masks",
     "combination_name",
@@ -55,6 +56,28 @@ def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     if duplicates:
         raise InputError(f"modalities must be unique, got {list(names)} with duplicate {duplicates}.")
     return names
+
+
+def check_teachers(teachers: Mapping[str, str], modalities: Sequence[str]) -> dict[str, str]:
+    """Validate a teacher set (region -> modality) against the regions and a model's modalities.
+
+    Returns:
+        The teacher set as a dict.
+
+    Raises:
+        InputError: naming the entries whose region is not ET/TC/WT or whose modality the model lacks.
+
+    Example:
+        >>> check_teachers({"ET": "t1ce", "TC": "t1ce", "WT": "flair"}, DEFAULT_MODALITIES)
+        {'ET': 't1ce', 'TC': 't1ce', 'WT': 'flair'}
+    """
+    wrong = {region: m for region, m in teachers.items() if region not in REPORT_REGIONS or m not in modalities}
+    if wrong:
+        raise InputError(
+            f"teachers {dict(teachers)} name {wrong}: regions must be in {list(REPORT_REGIONS)} and "
+            f"modalities in {list(modalities)}."
+        )
+    return dict(teachers)
 
 
 def modality_combinations(modalities: Sequence[str] = DEFAULT_MODALITIES) -> list[tuple[str, ...]]:

@@ -55,33 +55,41 @@ def case_combination_metrics(
     regions = label.shape[1]
     dice = torch.full((masks.shape[0], regions), float("nan"))
     hd95 = torch.full((masks.shape[0], regions), float("nan"))
-    diagonal = float(
-        torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing or 1.0))
-    )
     effective = masks.to(device=device, dtype=torch.bool) & case_mask
-    runnable = effective.any(dim=1)
+    runnable = effective.any(dim=1).cpu()
     if bool(runnable.any()):
-        unique, which = torch.unique(effective[runnable], dim=0, return_inverse=True)
+        # combinations that reduce to the same present sequences for this case are run and scored once
+        unique, which = torch.unique(effective[runnable.to(effective.device)], dim=0, return_inverse=True)
         with torch.autocast(device_type=image.device.type, enabled=amp):
             logits = _combination_logits(network, inferer, image, unique)
-        rows = runnable.nonzero()[:, 0].tolist()
-        for index, row in zip(rows, which.tolist()):
-            pred = (torch.sigmoid(logits[row]) > threshold).float()
-            dice[index] = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
-            if hd95_spacing is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
-                    distance = compute_hausdorff_distance(
-                        pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing)
-                    )[0].cpu()
-                empty_truth = label[0].flatten(1).sum(1).cpu() == 0
-                hd95[index] = torch.where(
-                    empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal)
-                )
+        scores = [_region_scores(logit, label, threshold, hd95_spacing) for logit in logits]
+        dice[runnable] = torch.stack([score[0] for score in scores])[which.cpu()]
+        if hd95_spacing is not None:
+            hd95[runnable] = torch.stack([score[1] for score in scores])[which.cpu()]
     result = {"dice": dice}
     if hd95_spacing is not None:
         result["hd95"] = hd95
     return result
+
+
+def _region_scores(
+    logits: torch.Tensor, label: torch.Tensor, threshold: float, hd95_spacing: Sequence[float] | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dice ``(R,)`` and, with a spacing, HD95 ``(R,)`` of one prediction; NaN for regions absent from ``label``."""
+    pred = (torch.sigmoid(logits) > threshold).float()
+    dice = compute_dice(pred, label, include_background=True, ignore_empty=True)[0].cpu()
+    if hd95_spacing is None:
+        return dice, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MONAI warns on every empty prediction or label
+        distance = compute_hausdorff_distance(
+            pred, label, include_background=True, percentile=95, spacing=list(hd95_spacing)
+        )[0].cpu()
+    diagonal = float(
+        torch.linalg.vector_norm(torch.tensor(label.shape[2:], dtype=torch.float64) * torch.tensor(hd95_spacing))
+    )
+    empty_truth = label[0].flatten(1).sum(1).cpu() == 0
+    return dice, torch.where(empty_truth, float("nan"), torch.nan_to_num(distance, nan=diagonal, posinf=diagonal))
 
 
 def _combination_logits(network: nn.Module, inferer: Callable, image: torch.Tensor, masks: torch.Tensor) -> list:

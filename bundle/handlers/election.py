@@ -19,7 +19,7 @@ from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
 from bundle.handlers.report import format_teachers
 from bundle.io import atomic_write_json, read_json
-from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
+from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, check_teachers
 
 __all__ = [
     "elect_teachers",
@@ -126,14 +126,13 @@ def read_teachers(
     teachers = read_json(metadata_file).get(key, {}).get("teachers")
     if teachers is None:
         return None
-    wrong = {r: m for r, m in dict(teachers).items() if r not in REPORT_REGIONS or m not in modalities}
-    if wrong:
+    try:
+        return check_teachers(teachers, modalities)
+    except InputError as error:
         raise InputError(
-            f"{metadata_file} records teachers {dict(teachers)}, but {wrong} are not regions of {list(REPORT_REGIONS)} "
-            f"with modalities of this model {list(modalities)}: the metadata belongs to another model. Re-elect "
+            f"{metadata_file} records {error} The metadata belongs to another model. Re-elect "
             '(python -m monai.bundle run --config_file configs/elect.json) or remove its "lckd" block.'
-        )
-    return dict(teachers)
+        ) from None
 
 
 def format_election(result: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from bundle.errors import InputError
-from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
+from bundle.modalities import DEFAULT_MODALITIES, check_modalities, check_teachers
 
 __all__ = ["CKDLoss", "LCKDLoss"]
 
@@ -93,15 +93,7 @@ class LCKDLoss(nn.Module):
             self.teachers = None
             self.teacher_index = torch.zeros(0, dtype=torch.long)
             return
-        unknown = {
-            region: m for region, m in teachers.items() if m not in self.modalities or region not in REPORT_REGIONS
-        }
-        if unknown:
-            raise InputError(
-                f"teachers {dict(teachers)} name {unknown}: regions must be in {list(REPORT_REGIONS)} and "
-                f"modalities in {list(self.modalities)}."
-            )
-        self.teachers = dict(teachers)
+        self.teachers = check_teachers(teachers, self.modalities)
         indices = sorted({self.modalities.index(m) for m in teachers.values()})
         self.teacher_index = torch.tensor(indices, dtype=torch.long)
 
