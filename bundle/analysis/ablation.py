@@ -148,7 +148,8 @@ def ablate(
         diagnostics: compute the alignment diagnostics.
 
     Returns:
-        ``{"entries": [...], "alignment": [...], "teachers": {...}, "paths": {...}, "names": (A, B)}``.
+        ``{"entries": [...], "rows": {name: per case x combination rows}, "alignment": [...],
+        "teachers": {...}, "paths": {...}, "names": (A, B)}``.
     """
     change = dict(change or {"ckd_weight": 0})
     if not change:

@@ -122,10 +122,15 @@ def compare_runs(
     return entries
 
 
+def _run_names(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """The names of runs A and B, read back from the ``dice <name>`` columns of :func:`compare_runs`."""
+    return [key[len("dice ") :] for key in entries[0] if key.startswith("dice ")] if entries else ["A", "B"]
+
+
 def format_efficacy_markdown(entries: Sequence[dict[str, Any]]) -> str:
     """Markdown table: one row per combination, per region ``A - B [low, high]`` and a verdict mark."""
     marks = {HELPS: " ▲", HURTS: " ▼", UNCLEAR: ""}
-    names = [key[5:] for key in entries[0] if key.startswith("dice ")] if entries else ["A", "B"]
+    names = _run_names(entries)
     lines = [
         f"Dice difference ({names[0]} − {names[1]}), mean over cases [paired bootstrap 95 % interval]; "
         "▲ helps, ▼ hurts (interval excludes 0).",
@@ -169,7 +174,7 @@ def write_efficacy_reports(
     )
     finite = np.abs(values[np.isfinite(values)])
     span = max(0.05, float(finite.max())) if finite.size else 0.05
-    names = [key[5:] for key in entries[0] if key.startswith("dice ")] if entries else ["A", "B"]
+    names = _run_names(entries)
     contents = {
         f"{prefix}.csv": csv_bytes(entries),
         f"{prefix}.md": (format_efficacy_markdown(entries) + "\n").encode("utf-8"),
