@@ -18,8 +18,10 @@ from bundle.networks import LCKDNet
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 
-# Tiny-model overrides for any workflow config; 32^3 volumes, narrow filters.
+# Tiny-model overrides for any workflow config; 32^3 volumes, narrow filters. MLflow tracking (on by
+# default) is left to tests/test_tracking.py: a new SQLite store costs seconds.
 TINY_OVERRIDES = {
+    "mlflow": False,
     "patch_size": [32, 32, 32],
     "filters": [4, 8, 16, 32],
     "kernel_size": [3, 3, 3, 3],

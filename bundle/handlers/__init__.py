@@ -23,6 +23,7 @@ from bundle.handlers.report import (
     loss_terms,
     region_dice,
 )
+from bundle.handlers.tracking import TaggedMLFlowHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -48,4 +49,5 @@ __all__ = [
     "log_validation_summary",
     "loss_terms",
     "region_dice",
+    "TaggedMLFlowHandler",
 ]

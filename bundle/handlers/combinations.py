@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+import torch.distributed as dist
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from torch import nn
 
@@ -114,6 +115,9 @@ def combination_dice(
 ) -> torch.Tensor:
     """Per-case Dice of each region under each combination of ``masks``, over a whole loader.
 
+    Under ``torch.distributed`` each process scores its shard of the loader (``DistributedSampler``)
+    and every process gets all cases, so all of them reach the same result.
+
     Returns:
         ``(cases, K, R)``; NaN where a case has no sequence of a combination or no voxel of a region.
 
@@ -129,6 +133,16 @@ def combination_dice(
         ]
     finally:
         network.train(was_training)
+    rows = _gather_cases(rows)
     if not rows:
         raise InputError("got an empty data loader: the split to evaluate has no case.")
     return torch.stack(rows)
+
+
+def _gather_cases(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every process's rows, process by process, when ``torch.distributed`` is initialised; else ``rows``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return rows
+    gathered: list[list[torch.Tensor] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rows)
+    return [row for process_rows in gathered for row in process_rows or []]

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
@@ -170,7 +171,7 @@ class ElectionHandler:
         loss: an ``LCKDLoss`` (anything with ``set_teachers``) to receive the teachers; optional.
         elect_epoch: epoch after which the first election runs (>= 1).
         reelect_every: epochs between later elections; 0 elects once.
-        metadata_file: bundle metadata.json to update; ``None`` skips the write.
+        metadata_file: bundle metadata.json to update (by the first process only, under DDP); ``None`` skips the write.
         device: where to run the validation passes.
         resamples: bootstrap resamples for the win rate; 0 skips it.
         seed: of the bootstrap.
@@ -237,10 +238,31 @@ class ElectionHandler:
         )
 
     def _on_epoch(self, engine: Engine) -> None:
-        result = self.elect(epoch=engine.state.epoch)
+        metrics = self.publish(engine, self.elect(epoch=engine.state.epoch))
+
+        # the Dice table is a metric of the election epoch only
+        def _withdraw(engine: Engine) -> None:
+            for key in metrics:
+                engine.state.metrics.pop(key, None)
+            engine.remove_event_handler(_withdraw, Events.EPOCH_STARTED)
+
+        engine.add_event_handler(Events.EPOCH_STARTED, _withdraw)
+
+    def publish(self, engine: Engine, result: Mapping[str, Any]) -> dict[str, float]:
+        """Show an election on ``engine.state`` for the logging handlers attached after this one.
+
+        ``engine.state.teachers`` becomes the formatted teacher set and the single-modality Dice table
+        is added to ``engine.state.metrics`` as ``election_dice_<region>_<modality>``, so StatsHandler,
+        TensorBoard and MLflow record it as metrics of the current epoch.
+
+        Args:
+            engine: the engine whose state to update.
+            result: an election result, as returned by :meth:`elect`.
+
+        Returns:
+            The metrics added.
+        """
         self._publish(engine)
-        # as metrics of this epoch, the Dice table reaches the handlers attached after this one
-        # (StatsHandler, TensorBoard, MLflow); they are withdrawn when the next epoch starts
         metrics = {
             f"election_dice_{region}_{modality}": dice
             for region, scores in result["election_dice"].items()
@@ -248,13 +270,7 @@ class ElectionHandler:
             if dice is not None
         }
         engine.state.metrics.update(metrics)
-
-        def _withdraw(engine: Engine) -> None:
-            for key in metrics:
-                engine.state.metrics.pop(key, None)
-            engine.remove_event_handler(_withdraw, Events.EPOCH_STARTED)
-
-        engine.add_event_handler(Events.EPOCH_STARTED, _withdraw)
+        return metrics
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
@@ -274,7 +290,7 @@ class ElectionHandler:
         if self.resamples > 0:
             result["win_rate"] = bootstrap_win_rate(dice, self.modalities, self.resamples, self.seed)
         self.load_state_dict(result)
-        if self.metadata_file is not None:
+        if self.metadata_file is not None and idist.get_rank() == 0:
             update_metadata(self.metadata_file, result)
         logger.info(
             f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
