@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # torch is pinned before anything else so that pip never pulls a CUDA build as a dependency.
 TORCH_SPEC ?= torch==2.13.0
+# MONAI Label and MONAI Deploy, without their GPU dependencies (see the clients extra in pyproject.toml)
+CLIENT_SPECS ?= monailabel==0.8.5 monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0
 DEMO_DATA ?= data/synthetic
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/evaluate.json','configs/demo.json']"
@@ -17,7 +19,8 @@ $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,clients]"
+	$(PY) -m pip install --quiet --no-deps $(CLIENT_SPECS)
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

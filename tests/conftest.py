@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
@@ -95,6 +97,19 @@ def tiny_dataset(tmp_path_factory) -> Path:
     for modality in ("t1", "t2"):
         (root / "SYNTH_0001" / f"SYNTH_0001_{modality}.nii.gz").unlink()
     return root
+
+
+def stacked_case(case_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A BraTS 2018-2021 layout case as one ``(H, W, D, 4)`` float32 array and its affine.
+
+    Absent sequences are all-zero channels, as in 4-channel data (MSD Task01, MONAI Label, MONAI Deploy).
+    """
+    seg = nib.load(case_dir / f"{case_dir.name}_seg.nii.gz")
+    channels = []
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        path = case_dir / f"{case_dir.name}_{modality}.nii.gz"
+        channels.append(nib.load(path).get_fdata(dtype=np.float32) if path.exists() else np.zeros(seg.shape, np.float32))
+    return np.stack(channels, axis=-1), seg.affine
 
 
 def tiny_checkpoint(path: Path) -> LCKDNet:

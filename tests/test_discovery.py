@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from parameterized import parameterized
 
 from bundle.data import case_name, discover_cases, load_datalist, make_dataset, split_cases
-from tests.conftest import BUNDLE_ROOT
+from tests.conftest import BUNDLE_ROOT, stacked_case
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
 
@@ -99,17 +99,13 @@ def msd_copy(src: Path, dst: Path) -> None:
     training = []
     for index, case in enumerate(sorted(src.glob("SYNTH_*"))):
         seg = nib.load(case / f"{case.name}_seg.nii.gz")
-        channels = []
-        for modality in ("flair", "t1", "t1ce", "t2"):
-            path = case / f"{case.name}_{modality}.nii.gz"
-            missing = not path.exists() or (index == 0 and modality == "t2")
-            channels.append(
-                np.zeros(seg.shape, np.float32) if missing else nib.load(path).get_fdata().astype(np.float32)
-            )
+        image, _ = stacked_case(case)
+        if index == 0:
+            image[..., 3] = 0
         brats = np.asarray(seg.dataobj)
         msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0).astype(np.uint8)
         name = f"BRATS_{index:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(np.stack(channels, axis=-1), seg.affine), dst / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(image, seg.affine), dst / "imagesTr" / name)
         nib.save(nib.Nifti1Image(msd, seg.affine), dst / "labelsTr" / name)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (dst / "dataset.json").write_text(json.dumps({"name": "BrainTumour", "training": training, "test": []}))

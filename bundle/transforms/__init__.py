@@ -1,10 +1,11 @@
 from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd, label_mapping
-from bundle.transforms.modality import RandModalityDropd, RecordModalitiesd, StackModalitiesd
+from bundle.transforms.modality import LoadSequencesd, RandModalityDropd, RecordModalitiesd, StackModalitiesd
 
 __all__ = [
     "LABEL_CONVENTIONS",
     "label_mapping",
     "RegionsToLabelsd",
+    "LoadSequencesd",
     "StackModalitiesd",
     "RandModalityDropd",
     "RecordModalitiesd",

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import LoadImaged, MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
 from bundle.data.discovery import case_name
@@ -17,9 +17,30 @@ from bundle.errors import InputError
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["StackModalitiesd", "RandModalityDropd", "RecordModalitiesd"]
+__all__ = ["LoadSequencesd", "StackModalitiesd", "RandModalityDropd", "RecordModalitiesd"]
 
 logger = logging.getLogger(__name__)
+
+
+class LoadSequencesd(MapTransform):
+    """MONAI's ``LoadImaged`` for the one-file-per-sequence keys of BraTS layouts; absent keys are skipped.
+
+    Not a ``LoadImaged`` subclass, so that clients which replace or drop ``LoadImage*`` transforms leave
+    it alone: MONAI Label swaps every ``LoadImaged`` of an inference config for a loader that needs all
+    its keys, and MONAI Deploy removes them. Both hand over a single 4-channel ``image``, which a plain
+    ``LoadImaged(keys="image")`` loads; this transform then finds no sequence key and does nothing.
+
+    Args:
+        keys: modality keys.
+        kwargs: arguments of ``LoadImaged`` (``allow_missing_keys`` is always True).
+    """
+
+    def __init__(self, keys: KeysCollection, **kwargs) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.loader = LoadImaged(keys, allow_missing_keys=True, **kwargs)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        return self.loader(data)
 
 
 class StackModalitiesd(MapTransform):
