@@ -108,7 +108,9 @@ def stacked_case(case_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     channels = []
     for modality in ("flair", "t1", "t1ce", "t2"):
         path = case_dir / f"{case_dir.name}_{modality}.nii.gz"
-        channels.append(nib.load(path).get_fdata(dtype=np.float32) if path.exists() else np.zeros(seg.shape, np.float32))
+        channels.append(
+            nib.load(path).get_fdata(dtype=np.float32) if path.exists() else np.zeros(seg.shape, np.float32)
+        )
     return np.stack(channels, axis=-1), seg.affine
 
 

@@ -44,15 +44,25 @@ class TestMLflowTracking(TinyDatasetTestCase):
                 **{**TINY_NETWORK, "mlflow": True},
             )
             client, experiments = logged_runs(work / "eval")
-            self.assertEqual({name: len(runs) for name, runs in experiments.items() if runs},
-                             {"lckd_train": 1, "lckd_elect": 1, "lckd_evaluate": 1})
+            self.assertEqual(
+                {name: len(runs) for name, runs in experiments.items() if runs},
+                {"lckd_train": 1, "lckd_elect": 1, "lckd_evaluate": 1},
+            )
 
             (trained,) = experiments["lckd_train"]
             self.assertEqual(trained.info.status, "FINISHED")
             self.assertEqual(trained.data.params["ckd_weight"], "0.2")
             self.assertEqual(trained.data.params["modalities"], "['flair', 't1', 't1ce', 't2']")
-            for key in ("loss", "seg_loss", "ckd_loss", "val_mean_dice", "val_dice_et", "val_dice_tc", "val_dice_wt",
-                        "election_dice_WT_flair"):
+            for key in (
+                "loss",
+                "seg_loss",
+                "ckd_loss",
+                "val_mean_dice",
+                "val_dice_et",
+                "val_dice_tc",
+                "val_dice_wt",
+                "election_dice_WT_flair",
+            ):
                 self.assertIn(key, trained.data.metrics)
             history = client.get_metric_history(trained.info.run_id, "election_dice_ET_t1ce")
             self.assertEqual([m.step for m in history], [1])  # logged at the election epoch only
