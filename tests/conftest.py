@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigWorkflow, ckpt_export
 
 from bundle.data import make_dataset
 from bundle.networks import LCKDNet
@@ -37,6 +37,9 @@ TINY_OVERRIDES = {
 
 # The same, for workflows without a training loader.
 TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")}
+
+# The keys that shape the network.
+NETWORK_KEYS = {k: TINY_OVERRIDES[k] for k in ("filters", "kernel_size", "strides")}
 
 
 def run_workflow(
@@ -122,6 +125,24 @@ def tiny_checkpoint(path: Path) -> LCKDNet:
     )
     torch.save({"model": net.state_dict()}, path)
     return net
+
+
+def tiny_torchscript(folder: Path) -> tuple[LCKDNet, Path]:
+    """An untrained tiny network (``folder/model.pt``) exported with ``monai.bundle ckpt_export`` to ``folder/model.ts``.
+
+    The export embeds configs/metadata.json and configs/inference.json, as the README's command does.
+    """
+    net = tiny_checkpoint(folder / "model.pt")
+    ckpt_export(
+        "network_def",
+        filepath=str(folder / "model.ts"),
+        ckpt_file=str(folder / "model.pt"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        key_in_ckpt="model",
+        **NETWORK_KEYS,
+    )
+    return net, folder / "model.ts"
 
 
 class TinyDatasetTestCase(unittest.TestCase):

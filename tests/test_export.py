@@ -6,27 +6,15 @@ import zipfile
 from pathlib import Path
 
 import torch
-from monai.bundle import ckpt_export
 
-from tests.conftest import CONFIGS, TINY_NETWORK, tiny_checkpoint
-
-NETWORK_KEYS = {k: TINY_NETWORK[k] for k in ("filters", "kernel_size", "strides")}
+from tests.conftest import tiny_checkpoint, tiny_torchscript
 
 
 class TestCheckpointExport(unittest.TestCase):
     def test_scripted_bundle_model_matches_eager(self):
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt, exported = Path(tmp) / "model.pt", Path(tmp) / "model.ts"
-            net = tiny_checkpoint(ckpt).eval()
-            ckpt_export(
-                "network_def",
-                filepath=str(exported),
-                ckpt_file=str(ckpt),
-                meta_file=str(CONFIGS / "metadata.json"),
-                config_file=str(CONFIGS / "inference.json"),
-                key_in_ckpt="model",
-                **NETWORK_KEYS,
-            )
+            net, exported = tiny_torchscript(Path(tmp))
+            net.eval()
             names = zipfile.ZipFile(exported).namelist()
             self.assertIn("model/extra/metadata.json", names)
             self.assertIn("model/extra/inference.json", names)
