@@ -18,6 +18,7 @@ from typing import Any
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.networks.utils import get_state_dict
 
 from bundle.errors import InputError
 from bundle.io import atomic_write, load_checkpoint
@@ -115,7 +116,7 @@ def resume_from_latest(
     checkpoint = load_checkpoint(path)
     network = load_dict.get("model")
     if network is not None and "model" in checkpoint:
-        expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in get_state_dict(network).items()}
         found = {k: tuple(v.shape) for k, v in checkpoint["model"].items()}
         if expected != found:
             differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]

@@ -164,8 +164,10 @@ class ElectionHandler:
     StatsHandler, TensorBoard and MLflow as that epoch's metrics (``election_dice_<region>_<modality>``).
 
     Args:
-        network: the network being trained.
-        data_loader: validation loader, ``batch_size=1`` (the validation split, disjoint from training).
+        network: the network being trained (a ``DistributedDataParallel`` model is validated as its module).
+        data_loader: validation loader, ``batch_size=1`` (the validation split, disjoint from training); under
+            DDP with a ``DistributedSampler``, the Dice of all processes' cases is gathered before electing,
+            so every process elects the same teachers.
         inferer: e.g. ``SlidingWindowInferer``.
         modalities: modality names in channel order.
         loss: an ``LCKDLoss`` (anything with ``set_teachers``) to receive the teachers; optional.
@@ -197,7 +199,10 @@ class ElectionHandler:
             )
         if reelect_every < 0:
             raise InputError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
-        self.network = network
+        # a DDP model is validated as its module: every process scores its own cases, no gradient sync
+        self.network = (
+            network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
+        )
         self.data_loader = data_loader
         self.inferer = inferer
         self.modalities = check_modalities(modalities)
