@@ -8,6 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 # MONAI Label and MONAI Deploy, without their GPU dependencies (see the clients extra in pyproject.toml)
 CLIENT_SPECS ?= monailabel==0.8.5 monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0
 DEMO_DATA ?= data/synthetic
+# holoscan (MONAI Deploy, installed for its test) asks for a 32 MB stack and warns at every `import monai` below it
+STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/evaluate.json','configs/demo.json']"
 
@@ -24,7 +26,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	@start=$$(date +%s); \
+	@$(STACK) start=$$(date +%s); \
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 36 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
@@ -32,7 +34,7 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
-	$(PY) -m pytest -q
+	$(STACK) $(PY) -m pytest -q
 
 clean:
 	rm -rf eval mlruns models/*.pt models/*.ts $(DEMO_DATA)

@@ -25,24 +25,16 @@ class TestMLflowTracking(TinyDatasetTestCase):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
             train(self.dataset, work, mlflow=True, max_epochs=2, val_interval=1, elect_epoch=1, ckd_weight=0.2)
-            run_workflow(
-                "elect.json",
-                dataset_dir=str(self.dataset),
-                ckpt_path=str(work / "models" / "model.pt"),
-                metadata_file=str(work / "metadata.json"),
-                output_dir=str(work / "eval"),
-                resamples=0,
-                **{**TINY_NETWORK, "mlflow": True},
-            )
-            run_workflow(
-                "evaluate.json",
-                dataset_dir=str(self.dataset),
-                ckpt_path=str(work / "models" / "model.pt"),
-                metadata_file=str(work / "metadata.json"),
-                output_dir=str(work / "eval"),
-                hd95=False,
-                **{**TINY_NETWORK, "mlflow": True},
-            )
+            after_training = {
+                "dataset_dir": str(self.dataset),
+                "ckpt_path": str(work / "models" / "model.pt"),
+                "metadata_file": str(work / "metadata.json"),
+                "output_dir": str(work / "eval"),
+                **TINY_NETWORK,
+                "mlflow": True,
+            }
+            run_workflow("elect.json", resamples=0, **after_training)
+            run_workflow("evaluate.json", hd95=False, **after_training)
             client, experiments = logged_runs(work / "eval")
             self.assertEqual(
                 {name: len(runs) for name, runs in experiments.items() if runs},
