@@ -30,7 +30,8 @@ demo: $(INSTALLED)
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 36 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
-	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md"
+	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md;" \
+		"runs: mlflow ui --backend-store-uri sqlite:///eval/mlruns.db"
 
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
