@@ -1,16 +1,33 @@
+import tempfile
 import unittest
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from bundle.transforms import RandModalityDropd, StackModalitiesd
+from bundle.transforms import LoadSequencesd, RandModalityDropd, StackModalitiesd
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
 
 
 def volume(value: float, shape=(1, 4, 4, 4), name="x.nii.gz") -> MetaTensor:
     return MetaTensor(torch.full(shape, value), meta={"filename_or_obj": name})
+
+
+class TestLoadSequencesd(unittest.TestCase):
+    def test_loads_the_sequences_present_and_leaves_a_handed_over_image_alone(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "case_flair.nii.gz"
+            nib.save(nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.eye(4)), path)
+            load = LoadSequencesd(["flair", "t1"], ensure_channel_first=True, image_only=True)
+            loaded = load({"flair": str(path)})
+            self.assertEqual(tuple(loaded["flair"].shape), (1, 4, 5, 6))
+            self.assertNotIn("t1", loaded)
+            image = torch.zeros(4, 4, 5, 6)  # what MONAI Label and MONAI Deploy hand over
+            self.assertIs(load({"image": image})["image"], image)
 
 
 class TestStackModalitiesd(unittest.TestCase):
