@@ -23,11 +23,11 @@ import numpy as np
 from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, Image, IOType, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, MonaiBundleInferenceOperator
-from monai.transforms import Compose
+from monai.transforms import Compose, LoadImaged
 
 from bundle.data import discover_cases
 from bundle.data.discovery import case_name
-from bundle.transforms import LoadSequencesd, StackModalitiesd
+from bundle.transforms import StackModalitiesd
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 
@@ -44,7 +44,7 @@ class CaseLoaderOperator(Operator):
         self.cases = discover_cases(input_folder, MODALITIES)
         self.load = Compose(
             [
-                LoadSequencesd([*MODALITIES, "image"], ensure_channel_first=True, image_only=True),
+                LoadImaged([*MODALITIES, "image"], allow_missing_keys=True, ensure_channel_first=True, image_only=True),
                 StackModalitiesd(MODALITIES, image_key="image", mask_key="mask"),
             ]
         )
