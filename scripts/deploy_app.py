@@ -25,8 +25,7 @@ from monai.deploy.core import Application, Image, IOType, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, MonaiBundleInferenceOperator
 from monai.transforms import Compose, LoadImaged
 
-from bundle.data import discover_cases
-from bundle.data.discovery import case_name
+from bundle.data import case_name, discover_cases, file_stem
 from bundle.transforms import StackModalitiesd
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -80,7 +79,7 @@ class LabelWriterOperator(Operator):
         meta = seg.metadata()
         # MonaiBundleInferenceOperator hands label maps over in (D, H, W) order
         labels = np.swapaxes(seg.asnumpy(), 0, 2).astype(np.uint8)
-        name = Path(str(meta["filename_or_obj"])).name.split(".nii")[0]
+        name = file_stem(meta["filename_or_obj"])
         self.output_folder.mkdir(parents=True, exist_ok=True)
         path = self.output_folder / f"{name}_seg.nii.gz"
         nib.save(nib.Nifti1Image(labels, np.asarray(meta["original_affine"], dtype=np.float64)), path)

@@ -5,6 +5,7 @@ from bundle.data.discovery import (
     dataset_convention,
     detect_layout,
     discover_cases,
+    file_stem,
     load_datalist,
     split_cases,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "LAYOUTS",
     "MSD",
     "case_name",
+    "file_stem",
     "dataset_convention",
     "detect_layout",
     "discover_cases",

@@ -20,6 +20,7 @@ __all__ = [
     "split_cases",
     "load_datalist",
     "case_name",
+    "file_stem",
 ]
 
 LAYOUTS: dict[str, dict] = {
@@ -43,7 +44,7 @@ SPLITS = ("training", "validation", "test")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-def _file_stem(path: str | os.PathLike) -> str:
+def file_stem(path: str | os.PathLike) -> str:
     """File name without its NIfTI extensions: ``BRATS_001.nii.gz`` -> ``BRATS_001``."""
     return Path(str(path)).name.split(".")[0]
 
@@ -62,7 +63,7 @@ def case_name(data: Mapping, default: str = "case", case_key: str = "case", imag
     filename = getattr(data.get(image_key), "meta", {}).get("filename_or_obj")
     if isinstance(filename, (list, tuple)):
         filename = filename[0] if filename else None
-    return _file_stem(filename) if filename else default
+    return file_stem(filename) if filename else default
 
 
 def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
@@ -138,7 +139,7 @@ def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
                 raise InputFileError(
                     f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry."
                 )
-        cases.append({"case": _file_stem(image), "image": str(image), "label": str(label)})
+        cases.append({"case": file_stem(image), "image": str(image), "label": str(label)})
     if not cases:
         raise InputError(f"{root / 'dataset.json'} lists no training case.")
     return cases
