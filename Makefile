@@ -3,39 +3,60 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# MONAI Label and MONAI Deploy live in a second environment layered over .venv: installed beside the
+# runtime they make every `import monai` import holoscan (seconds, and a stack-size warning).
+CLIENTS_VENV ?= .venv-clients
+CPY := $(CLIENTS_VENV)/bin/python
+CLIENTS_INSTALLED := $(CLIENTS_VENV)/.installed
+CLIENT_TESTS := tests/test_monailabel.py tests/test_deploy.py
+SITE_PACKAGES := import sysconfig; print(sysconfig.get_paths()['purelib'])
 # torch is pinned before anything else so that pip never pulls a CUDA build as a dependency.
 TORCH_SPEC ?= torch==2.13.0
-# MONAI Label and MONAI Deploy, without their GPU dependencies (see the clients extra in pyproject.toml)
-CLIENT_SPECS ?= monailabel==0.8.5 monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0
+# MONAI Label and MONAI Deploy, without their GPU dependencies (see the clients extra in pyproject.toml);
+# MONAI itself again, so that monai.deploy lands inside the clients environment's own monai package.
+MONAI_SPEC := $(shell grep -o 'monai==[0-9.]*' pyproject.toml)
+CLIENT_SPECS ?= $(MONAI_SPEC) monailabel==0.8.5 monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0
 DEMO_DATA ?= data/synthetic
-# holoscan (MONAI Deploy, installed for its test) asks for a 32 MB stack and warns at every `import monai` below it
+# holoscan (MONAI Deploy, in .venv-clients) asks for a 32 MB stack and warns at every `import monai` below it
 STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/evaluate.json','configs/demo.json']"
 
-.PHONY: install demo test clean
+.PHONY: install install-clients demo test clean
 
 install: $(INSTALLED)
+
+install-clients: $(CLIENTS_INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,clients]"
-	$(PY) -m pip install --quiet --no-deps $(CLIENT_SPECS)
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip uninstall --quiet --yes monailabel monai-deploy-app-sdk holoscan-cu13 2>/dev/null || true
 	touch $(INSTALLED)
 
+# .venv-clients sees every package of .venv (a .pth file) and adds only the clients on top.
+$(CLIENTS_INSTALLED): $(INSTALLED)
+	test -x $(CPY) || $(PYTHON) -m venv $(CLIENTS_VENV)
+	base=$$($(PY) -c "$(SITE_PACKAGES)"); own=$$($(CPY) -c "$(SITE_PACKAGES)"); \
+		echo "import site; site.addsitedir('$$base')" > $$own/_lckd_base.pth
+	$(CPY) -m pip install --quiet -e ".[clients]"
+	$(CPY) -m pip install --quiet --no-deps --ignore-installed $(CLIENT_SPECS)
+	touch $(CLIENTS_INSTALLED)
+
 demo: $(INSTALLED)
-	@$(STACK) start=$$(date +%s); \
+	@start=$$(date +%s); \
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 36 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md;" \
 		"runs: mlflow ui --backend-store-uri sqlite:///eval/mlruns.db"
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
-	$(STACK) $(PY) -m pytest -q
+	$(PY) -m pytest -q $(addprefix --ignore=,$(CLIENT_TESTS))
+	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 
 clean:
 	rm -rf eval mlruns models/*.pt models/*.ts $(DEMO_DATA)

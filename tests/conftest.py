@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import unittest
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,12 +43,29 @@ TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size
 # The keys that shape the network.
 NETWORK_KEYS = {k: TINY_OVERRIDES[k] for k in ("filters", "kernel_size", "strides")}
 
+# Environment of the bundle's commands run as subprocesses: two threads, so that they do not
+# oversubscribe the machine's cores beside the test process.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def fresh_metadata(folder: Path) -> Path:
+    """``folder/metadata.json``: the bundle's metadata.json as shipped, without the teacher set a run may have added.
+
+    The checkout's own file gains an ``lckd`` block whenever a training elects (``make demo`` does), so
+    tests take this copy and never depend on, or write into, what a demo or a user left there.
+    """
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    metadata.pop("lckd", None)
+    path = Path(folder) / "metadata.json"
+    path.write_text(json.dumps(metadata, indent=4))
+    return path
+
 
 def run_workflow(
     config: str | Sequence[str],
     workflow_type: str | None = None,
     keep: Sequence[str] = (),
-    meta_file: Path = CONFIGS / "metadata.json",
+    meta_file: Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """initialize -> (check_properties) -> run -> finalize a bundle config, as ``monai.bundle run`` does.
@@ -57,7 +76,8 @@ def run_workflow(
         config: config file name(s) under configs/.
         workflow_type: "train" or "infer" to check the model-zoo properties, None to skip the check.
         keep: config ids whose parsed objects to return, read before finalize.
-        meta_file: metadata.json to read.
+        meta_file: metadata.json to read; default: a :func:`fresh_metadata` copy, which is also the
+            ``metadata_file`` key unless ``overrides`` set it.
         overrides: config keys to set.
 
     Returns:
@@ -65,6 +85,10 @@ def run_workflow(
     """
     files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
     cwd = os.getcwd()
+    scratch = tempfile.TemporaryDirectory()
+    if meta_file is None:
+        meta_file = fresh_metadata(Path(scratch.name))
+        overrides.setdefault("metadata_file", str(meta_file))
     os.chdir(BUNDLE_ROOT)
     try:
         workflow = ConfigWorkflow(
@@ -84,6 +108,7 @@ def run_workflow(
         workflow.finalize()
     finally:
         os.chdir(cwd)
+        scratch.cleanup()
     return kept
 
 
@@ -137,7 +162,7 @@ def tiny_torchscript(folder: Path) -> tuple[LCKDNet, Path]:
         "network_def",
         filepath=str(folder / "model.ts"),
         ckpt_file=str(folder / "model.pt"),
-        meta_file=str(CONFIGS / "metadata.json"),
+        meta_file=str(fresh_metadata(folder)),
         config_file=str(CONFIGS / "inference.json"),
         key_in_ckpt="model",
         **NETWORK_KEYS,

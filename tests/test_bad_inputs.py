@@ -59,7 +59,7 @@ def _volume(root: Path, key: str) -> np.ndarray:
 def _check(root: Path, modalities=DEFAULT_MODALITIES) -> None:
     """What train.json does with a dataset before training."""
     datalist = load_datalist(root, modalities=modalities, val_fraction=0.34)
-    check_dataset(datalist, modalities, dataset_convention(root, "auto", modalities))
+    check_dataset(datalist, modalities, dataset_convention(root, "auto", modalities), for_training=True)
 
 
 def _shifted_affine(root: Path, key: str, shift: float) -> np.ndarray:

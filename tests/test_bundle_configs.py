@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import shutil
+import subprocess
+import sys
 import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -13,7 +15,16 @@ import numpy as np
 import torch
 from monai.bundle import verify_net_in_out
 
-from tests.conftest import CONFIGS, TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
+from tests.conftest import (
+    BUNDLE_ROOT,
+    CONFIGS,
+    SUBPROCESS_ENV,
+    TINY_NETWORK,
+    TinyDatasetTestCase,
+    fresh_metadata,
+    run_workflow,
+    tiny_checkpoint,
+)
 
 METADATA = json.loads((CONFIGS / "metadata.json").read_text())
 
@@ -81,6 +92,29 @@ class TestInferenceWorkflow(TinyDatasetTestCase):
             self.assertEqual(sidecar["modalities_used"], ["flair", "t1ce"])
             self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
 
+    def test_folder_where_no_case_has_t1_through_monai_bundle_run(self):
+        """One new patient with flair + t1ce only: segmented, not refused (only training needs every sequence)."""
+        with TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            shutil.copytree(self.dataset / "SYNTH_0001", root / "new_cases" / "SYNTH_0001")  # lacks t1 and t2
+            tiny_checkpoint(root / "model.pt")
+            settings = {
+                **TINY_NETWORK,
+                "dataset_dir": str(root / "new_cases"),
+                "ckpt_path": str(root / "model.pt"),
+                "output_dir": str(root / "out"),
+            }
+            (root / "args.json").write_text(json.dumps(settings))
+            command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
+            run = subprocess.run(
+                [*command, "--args_file", str(root / "args.json")],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
+            )  # fmt: skip
+            self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-2000:])
+            self.assertTrue((root / "out" / "SYNTH_0001_flair_seg.nii.gz").is_file())
+            sidecar = json.loads((root / "out" / "SYNTH_0001_modalities.json").read_text())
+            self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
+
 
 class TestElectWorkflow(TinyDatasetTestCase):
     def test_elects_into_metadata_and_checkpoint(self):
@@ -88,7 +122,7 @@ class TestElectWorkflow(TinyDatasetTestCase):
             ckpt = Path(tmp) / "model.pt"
             tiny_checkpoint(ckpt)
             metadata = Path(tmp) / "metadata.json"
-            shutil.copy(CONFIGS / "metadata.json", metadata)
+            fresh_metadata(Path(tmp))
             run_workflow(
                 "elect.json",
                 dataset_dir=str(self.dataset),

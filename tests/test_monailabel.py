@@ -21,7 +21,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, run_workflow, stacked_case
+from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow, stacked_case
 
 
 def stand_in_torchvision() -> None:
@@ -46,7 +46,7 @@ try:
     from monailabel.tasks.train.bundle import BundleTrainTask
 except ImportError as error:  # pragma: no cover - make install provides monailabel
     LocalDatastore = BundleInferTask = BundleTrainTask = None
-    MISSING = f"monailabel is not installed ({error}); `make install` installs it"
+    MISSING = f"monailabel is not installed ({error}); `make install-clients` installs it in .venv-clients, where `make test` runs this file"
 else:
     MISSING = ""
 
@@ -58,6 +58,7 @@ def label_bundle(root: Path) -> Path:
     """A bundle folder as MONAI Label serves it (``<app>/model/<bundle>``): this bundle's configs, tiny settings."""
     bundle = root / "lckd_brats"
     shutil.copytree(CONFIGS, bundle / "configs")
+    fresh_metadata(bundle / "configs")
     (bundle / "models").mkdir()
     for name in ("train.json", "inference.json"):
         path = bundle / "configs" / name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase
+from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
 
 # a test-only extension: each process writes the teacher set it trains with
 PROBE = {
@@ -26,7 +25,7 @@ class TestMultiProcessTraining(TinyDatasetTestCase):
     def test_two_gloo_processes_share_one_checkpoint_and_one_teacher_set(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            shutil.copy(CONFIGS / "metadata.json", work / "metadata.json")
+            fresh_metadata(work)
             (work / "probe.json").write_text(json.dumps(PROBE))
             settings = {
                 **TINY_OVERRIDES,

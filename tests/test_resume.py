@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import torch
 
 from bundle.handlers import latest_checkpoint
 from bundle.io import load_checkpoint, read_json
-from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase
+from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
 
 MAX_EPOCHS, ELECT_EPOCH = 6, 4
 
@@ -26,7 +24,7 @@ class TestKillAndResume(TinyDatasetTestCase):
         work = tempfile.TemporaryDirectory()
         self.addCleanup(work.cleanup)
         self.work = Path(work.name)
-        shutil.copy(CONFIGS / "metadata.json", self.work / "metadata.json")
+        fresh_metadata(self.work)
         settings = {
             **TINY_OVERRIDES,
             "max_epochs": MAX_EPOCHS,
@@ -47,9 +45,8 @@ class TestKillAndResume(TinyDatasetTestCase):
         """Run the training command; SIGKILL it as soon as a line containing ``kill_after`` is printed."""
         command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
         command += ["--args_file", str(self.work / "args.json")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            command, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            command, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=SUBPROCESS_ENV
         )
         lines = []
         for line in process.stdout:

@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -10,14 +9,14 @@ import torch
 
 from bundle.errors import input_error_of
 from bundle.handlers import format_teachers
-from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, run_workflow
+from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow
 
 
 def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:
     """Train with tiny settings into ``work`` (models/, eval/ and a copy of metadata.json)."""
     metadata = work / "metadata.json"
     if not metadata.exists():
-        shutil.copy(CONFIGS / "metadata.json", metadata)
+        fresh_metadata(work)
     settings = {
         **TINY_OVERRIDES,
         "dataset_dir": str(dataset_dir),

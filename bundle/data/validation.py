@@ -184,6 +184,7 @@ def check_dataset(
     label_convention: str,
     affine_tolerance: float = 1e-3,
     cache_file: str | os.PathLike | None = None,
+    for_training: bool = False,
 ) -> Mapping[str, Sequence[Mapping[str, Any]]]:
     """Check every file of ``datalist`` before a workflow uses it; return ``datalist`` unchanged.
 
@@ -191,7 +192,9 @@ def check_dataset(
     volume per modality); a case's sequences and label share one shape and affine (within
     ``affine_tolerance``); images have no NaN or Inf and are not all zero; labels only hold the
     values of ``label_convention`` (an empty label is valid); training and validation cases have a
-    label; every case has at least one sequence.
+    label; every case has at least one sequence. With ``for_training``, every modality also has a file in
+    at least one training case (a model cannot learn a sequence it never sees); elsewhere a sequence
+    absent from every case is normal: a site that never acquires it, or one new patient without it.
 
     Reading every voxel is the slow part, so files that passed are recorded in ``cache_file`` with
     their size and modification time and skipped by later runs until they change.
@@ -202,6 +205,7 @@ def check_dataset(
         label_convention: a key of ``LABEL_CONVENTIONS``: the label values on disk.
         affine_tolerance: largest allowed difference between the affines of one case's files.
         cache_file: JSON file of files already checked; ``None`` checks everything every time.
+        for_training: check that each modality occurs in the training split (train.json sets it).
 
     Returns:
         ``datalist``.
@@ -224,14 +228,15 @@ def check_dataset(
     cases = [(split, item) for split, items in datalist.items() if isinstance(items, (list, tuple)) for item in items]
     for split, item in cases:
         _check_case(item, split, modalities, label_values, affine_tolerance, checked, problems)
-    if cases and not any("image" in item for _, item in cases):
-        absent = [m for m in modalities if not any(m in item for _, item in cases)]
+    training = [item for split, item in cases if split == "training"]
+    if for_training and training and not any("image" in item for item in training):
+        absent = [m for m in modalities if not any(m in item for item in training)]
         if absent:
             problems.insert(
                 0,
-                f"modalities {absent} have no file in any of the {len(cases)} cases, so the model could never learn "
-                "them; check the names in modalities (BraTS 2023 files t2f/t1n/t1c/t2w are named flair/t1/t1ce/t2 "
-                "here) or remove them.",
+                f"modalities {absent} have no file in any of the {len(training)} training cases, so the model could "
+                "never learn them; check the names in modalities (BraTS 2023 files t2f/t1n/t1c/t2w are named "
+                "flair/t1/t1ce/t2 here) or remove them.",
             )
     if cache_file is not None:
         try:
