@@ -47,7 +47,7 @@ $(CLIENTS_INSTALLED): $(INSTALLED)
 
 demo: $(INSTALLED)
 	@start=$$(date +%s); \
-	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 36 --size 48 --seed 0 && \
+	rm -rf $(DEMO_DATA) && $(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 40 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md;" \

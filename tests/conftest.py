@@ -34,11 +34,12 @@ TINY_OVERRIDES = {
     "batch_size": 2,
     "num_samples": 1,
     "sw_batch_size": 2,
+    "warmup_epochs": 0,
 }
 
 
 # The same, for workflows without a training loader.
-TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples")}
+TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size", "num_samples", "warmup_epochs")}
 
 # The keys that shape the network.
 NETWORK_KEYS = {k: TINY_OVERRIDES[k] for k in ("filters", "kernel_size", "strides")}

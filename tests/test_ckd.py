@@ -3,7 +3,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from bundle.losses import CKDLoss, LCKDLoss
+from bundle.losses import CKDLoss, LCKDLoss, RegionDiceBCELoss
 
 ALL = torch.ones(2, 4, dtype=torch.bool)
 
@@ -13,12 +13,22 @@ class TestCKDLoss(unittest.TestCase):
         same = torch.randn(2, 1, 8, 2, 2, 2).expand(2, 4, 8, 2, 2, 2)
         self.assertEqual(float(CKDLoss()(same, ALL, torch.tensor([2]))), 0.0)
 
-    def test_value_is_mean_l1_over_present_pairs(self):
+    @parameterized.expand([("sum", 4.0), ("mean", 2.0)])
+    def test_value_over_present_pairs(self, reduction, expected):
         features = torch.zeros(1, 4, 1, 1, 1, 1)
         features[0, :, 0] = torch.tensor([1.0, 3.0, 0.0, 10.0])[:, None, None, None]
         mask = torch.tensor([[True, True, True, False]])
         # teacher 2 (value 0); students 0 and 1 present (|1|, |3|), student 3 absent
-        self.assertAlmostEqual(float(CKDLoss()(features, mask, torch.tensor([2]))), 2.0)
+        self.assertAlmostEqual(float(CKDLoss(reduction)(features, mask, torch.tensor([2]))), expected)
+
+    def test_sum_is_the_papers_equation(self):
+        """Two teachers, four present sequences: 6 (student, teacher) pairs, each at L1 distance 1 or 2."""
+        features = torch.tensor([0.0, 1.0, 2.0, 3.0]).reshape(1, 4, 1, 1, 1, 1).repeat(2, 1, 2, 3, 3, 3)
+        all_present = torch.ones(2, 4, dtype=torch.bool)
+        teachers = torch.tensor([0, 2])  # values 0 and 2
+        by_hand = sum(abs(s - t) for t in (0.0, 2.0) for s in (0.0, 1.0, 2.0, 3.0) if s != t)  # 1+2+3 + 2+1+1 = 10
+        self.assertAlmostEqual(float(CKDLoss("sum")(features, all_present, teachers)), by_hand)  # per sample
+        self.assertAlmostEqual(float(CKDLoss("mean")(features, all_present, teachers)), by_hand / 6)
 
     def test_absent_teacher_is_ignored(self):
         features = torch.randn(1, 4, 8, 2, 2, 2)
@@ -35,8 +45,36 @@ class TestCKDLoss(unittest.TestCase):
         self.assertEqual(float(features.grad[0, 2].abs().sum()), 0.0)
         self.assertGreater(float(features.grad[0, 0].abs().sum()), 0.0)
 
+    def test_unknown_reduction_is_refused(self):
+        with self.assertRaisesRegex(ValueError, r"ckd_reduction must be one of \['sum', 'mean'\], got 'max'"):
+            CKDLoss("max")
+
     def test_no_teacher_gives_zero(self):
         self.assertEqual(float(CKDLoss()(torch.randn(2, 4, 8, 2, 2, 2), ALL, torch.zeros(0, dtype=torch.long))), 0.0)
+
+
+class TestRegionDiceBCELoss(unittest.TestCase):
+    def test_empty_target_with_confident_logits_costs_a_lot(self):
+        """Background everywhere, +20 logits: each channel's BCE is ~20 (a softmax CE across channels gives 0)."""
+        logits, target = torch.full((1, 3, 4, 4, 4), 20.0), torch.zeros(1, 3, 4, 4, 4)
+        self.assertGreater(float(RegionDiceBCELoss()(logits, target)), 60.0)
+
+    def test_value_matches_a_hand_computation(self):
+        torch.manual_seed(1)
+        logits = torch.randn(2, 3, 4, 4, 4)
+        target = (torch.rand(2, 3, 4, 4, 4) > 0.6).float()
+        p = torch.sigmoid(logits)
+        dice = 0.0
+        for b in range(2):
+            for r in range(3):
+                intersection = (p[b, r] * target[b, r]).sum()
+                dice += 1 - (2 * intersection + 1e-5) / (p[b, r].sum() + target[b, r].sum() + 1e-5)
+        bce = 0.0
+        for r in range(3):
+            x, y = logits[:, r], target[:, r]
+            bce += float(-(y * torch.log(torch.sigmoid(x)) + (1 - y) * torch.log(1 - torch.sigmoid(x))).mean())
+        expected = float(dice) / 6 + bce
+        self.assertAlmostEqual(float(RegionDiceBCELoss()(logits, target)), expected, places=4)
 
 
 class TestLCKDLoss(unittest.TestCase):

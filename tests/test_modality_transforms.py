@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from bundle.transforms import LoadSequencesd, RandModalityDropd, StackModalitiesd
+from bundle.transforms import LoadSequencesd, StackModalitiesd
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
 
@@ -61,45 +61,3 @@ class TestStackModalitiesd(unittest.TestCase):
     def test_no_image_at_all(self):
         with self.assertRaisesRegex(ValueError, "no modality image"):
             StackModalitiesd(MODALITIES)({"label": volume(0.0)})
-
-
-class TestRandModalityDropd(unittest.TestCase):
-    def test_never_empties_and_only_drops_present(self):
-        drop = RandModalityDropd(prob=1.0)
-        drop.set_random_state(0)
-        seen = set()
-        for _ in range(300):
-            image = torch.ones(4, 2, 2, 2)
-            image[1] = 0
-            out = drop({"image": image, "mask": torch.tensor([True, False, True, True])})
-            mask = out["mask"]
-            self.assertTrue(mask.any())
-            self.assertFalse(mask[1])
-            for channel in range(4):
-                expected = 1.0 if mask[channel] else 0.0
-                self.assertTrue(torch.all(out["image"][channel] == expected))
-            seen.add(tuple(mask.tolist()))
-        self.assertEqual(len(seen), 7)  # every non-empty subset of the 3 present sequences
-
-    def test_prob_zero_keeps_present_and_rezeroes_absent(self):
-        image = torch.full((4, 2, 2, 2), 0.5)  # augmentation shifted the absent channel 1
-        out = RandModalityDropd(prob=0.0)({"image": image, "mask": torch.tensor([True, False, True, True])})
-        self.assertEqual(out["mask"].tolist(), [True, False, True, True])
-        self.assertTrue(torch.all(out["image"][1] == 0))
-        self.assertTrue(torch.all(out["image"][0] == 0.5))
-
-    def test_subsets_are_uniform(self):
-        drop = RandModalityDropd(prob=1.0)
-        drop.set_random_state(1)
-        counts: dict = {}
-        for _ in range(1500):
-            out = drop({"image": torch.ones(4, 1, 1, 1), "mask": torch.ones(4, dtype=torch.bool)})
-            key = tuple(out["mask"].tolist())
-            counts[key] = counts.get(key, 0) + 1
-        self.assertEqual(len(counts), 15)
-        self.assertGreater(min(counts.values()), 60)  # expected 100 each
-        self.assertLess(max(counts.values()), 140)
-
-    def test_bad_prob(self):
-        with self.assertRaisesRegex(ValueError, "prob must be in"):
-            RandModalityDropd(prob=1.5)

@@ -21,6 +21,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bundle.networks import CaseMaskInferer
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow, stacked_case
 
 
@@ -99,6 +100,7 @@ class TestMonaiLabel(TinyDatasetTestCase):
             infer = BundleInferTask(str(bundle), {})
             self.assertTrue(infer.is_valid())
             self.assertEqual(infer.key_image, "image")
+            self.assertIsInstance(infer.inferer(), CaseMaskInferer)  # one mask per case, not per window
             case = "SYNTH_0001"  # lacks T1 and T2: zero channels in the 4-channel image
             result_file, result = infer({"image": str(store.get_image_uri(case)), "device": "cpu"})
             label = nib.load(result_file)

@@ -24,7 +24,11 @@ class TestMLflowTracking(TinyDatasetTestCase):
     def test_training_election_and_evaluation_are_tracked_by_default(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            train(self.dataset, work, mlflow=True, max_epochs=2, val_interval=1, elect_epoch=1, ckd_weight=0.2)
+            # model.pt = the last epoch's weights, those of the election: elect.json then re-elects the same teachers
+            train(
+                self.dataset, work, mlflow=True, max_epochs=2, val_interval=1, elect_epoch=2, ckd_weight=0.2,
+                select_model="last",
+            )  # fmt: skip
             after_training = {
                 "dataset_dir": str(self.dataset),
                 "ckpt_path": str(work / "models" / "model.pt"),
@@ -53,11 +57,12 @@ class TestMLflowTracking(TinyDatasetTestCase):
                 "val_dice_et",
                 "val_dice_tc",
                 "val_dice_wt",
+                "val_combinations_dice",
                 "election_dice_WT_flair",
             ):
                 self.assertIn(key, trained.data.metrics)
             history = client.get_metric_history(trained.info.run_id, "election_dice_ET_t1ce")
-            self.assertEqual([m.step for m in history], [1])  # logged at the election epoch only
+            self.assertEqual([m.step for m in history], [2])  # logged at the election epoch only
             self.assertEqual([m.step for m in client.get_metric_history(trained.info.run_id, "val_dice_wt")], [1, 2])
             self.assertRegex(trained.data.tags["teachers"], r"^ET->\w+, TC->\w+, WT->\w+$")
             self.assertIn("metadata.json", artifact_names(client, trained))

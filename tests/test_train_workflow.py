@@ -6,6 +6,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import torch
+from parameterized import parameterized
 
 from bundle.errors import input_error_of
 from bundle.handlers import format_teachers
@@ -39,12 +40,13 @@ class TestTrainWorkflow(TinyDatasetTestCase):
                 max_epochs=2,
                 val_interval=1,
                 elect_epoch=1,
+                dropping="none",  # every batch then holds (student, teacher) pairs
             )
             metrics, loss = kept["validate::evaluator"].state.metrics, kept["loss"]
             # StatsHandler prints the current teachers with each epoch's losses
             self.assertEqual(kept["train::trainer"].state.teachers, format_teachers(loss.teachers))
             self.assertRegex(kept["train::trainer"].state.teachers, r"^ET->\w+, TC->\w+, WT->\w+$")
-            for key in ("val_mean_dice", "val_dice_et", "val_dice_tc", "val_dice_wt"):
+            for key in ("val_mean_dice", "val_dice_et", "val_dice_tc", "val_dice_wt", "val_combinations_dice"):
                 self.assertTrue(0.0 <= metrics[key] <= 1.0 and not math.isnan(metrics[key]), (key, metrics[key]))
 
             self.assertIsNotNone(loss.teachers)
@@ -79,3 +81,33 @@ class TestTrainWorkflow(TinyDatasetTestCase):
             )  # fmt: skip
             dice = kept["validate::evaluator"].state.metrics["val_mean_dice"]
             self.assertTrue(0.0 <= dice <= 1.0, dice)
+
+
+class TestModelSelection(TinyDatasetTestCase):
+    @parameterized.expand([("combinations",), ("last",)])
+    def test_model_pt_is_chosen_by_select_model(self, select_model):
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            kept = train(
+                self.dataset, work, keep=("validate::evaluator",), max_epochs=3, val_interval=1, elect_epoch=1,
+                select_model=select_model,
+            )  # fmt: skip
+            last = kept["validate::evaluator"].state.metrics
+            ((priority, _),) = torch.load(work / "models" / "model.pt", weights_only=True)["checkpointer"]["_saved"]
+            if select_model == "last":
+                self.assertEqual(priority, 3)  # the last validated epoch
+                final = torch.load(work / "models" / "latest_checkpoint_epoch=3.pt", weights_only=True)["model"]
+                best = torch.load(work / "models" / "model.pt", weights_only=True)["model"]
+                self.assertTrue(all(torch.equal(final[k], best[k]) for k in final))
+            else:  # the best mean Dice over the 15 combinations, at least the last epoch's
+                self.assertTrue(0.0 <= last["val_combinations_dice"] <= priority <= 1.0, priority)
+
+    def test_unknown_select_model_is_refused_before_training(self):
+        with TemporaryDirectory() as tmp:
+            with self.assertRaises(Exception) as raised:
+                train(self.dataset, Path(tmp), max_epochs=1, elect_epoch=1, select_model="best")
+            self.assertIn(
+                "select_model must be one of ['combinations', 'all_sequences', 'last'], got 'best'",
+                str(input_error_of(raised.exception)),
+            )
+            self.assertFalse(any((Path(tmp) / "models").glob("*.pt")))

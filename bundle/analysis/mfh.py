@@ -195,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "val_interval": args.max_epochs,
         "elect_epoch": third,
         "reelect_every": third,
+        "warmup_epochs": third,
     }
     rows = run_sweep(args.out, args.fractions, args.cases, args.size, args.seed, settings)
     print(_markdown(rows))

@@ -279,6 +279,7 @@ def check_settings(
     elect_epoch: int | None = None,
     ckd_weight: float = 0.0,
     writable: Sequence[str | os.PathLike] = (),
+    warmup_epochs: int = 0,
 ) -> None:
     """Check a workflow's numeric settings and output folders before anything expensive runs.
 
@@ -291,6 +292,8 @@ def check_settings(
         elect_epoch: epoch of the first teacher election.
         ckd_weight: weight of the distillation loss, >= 0.
         writable: folders the workflow writes to.
+        warmup_epochs: epochs before modality dropping starts; fewer than ``max_epochs``, else the model
+            never trains on a missing sequence.
 
     Raises:
         InputError: for the first setting out of range, with the allowed values.
@@ -320,4 +323,10 @@ def check_settings(
         )
     if float(ckd_weight) < 0:
         raise InputError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
+    if max_epochs is not None and int(warmup_epochs) >= int(max_epochs):
+        raise InputError(
+            f"warmup_epochs={warmup_epochs} is not before the last epoch (max_epochs={max_epochs}): the model would "
+            "never train with a missing sequence. Lower warmup_epochs (the official recipe: about 40 % of the "
+            "training) or raise max_epochs."
+        )
     check_writable(*writable)

@@ -1,5 +1,13 @@
 from bundle.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, latest_checkpoint, resume_from_latest
-from bundle.handlers.combinations import case_combination_metrics, combination_dice
+from bundle.handlers.combinations import (
+    BRATS_HD95_PENALTY,
+    LESION_HD95_PENALTY,
+    case_combination_metrics,
+    combination_dice,
+    lesion_scores,
+    region_scores,
+)
+from bundle.handlers.dropping import DROPPING_SCHEDULES, ModalityDropping, draw_kept_sequences
 from bundle.handlers.election import (
     ElectionHandler,
     bootstrap_win_rate,
@@ -23,6 +31,7 @@ from bundle.handlers.report import (
     loss_terms,
     region_dice,
 )
+from bundle.handlers.selection import SELECTION_METRICS, CombinationDiceHandler, selection_metric
 from bundle.handlers.tracking import TaggedMLFlowHandler
 
 __all__ = [
@@ -30,6 +39,13 @@ __all__ = [
     "AtomicDiskSaver",
     "latest_checkpoint",
     "resume_from_latest",
+    "DROPPING_SCHEDULES",
+    "ModalityDropping",
+    "draw_kept_sequences",
+    "BRATS_HD95_PENALTY",
+    "region_scores",
+    "LESION_HD95_PENALTY",
+    "lesion_scores",
     "case_combination_metrics",
     "combination_dice",
     "CombinationEvaluator",
@@ -49,5 +65,8 @@ __all__ = [
     "log_validation_summary",
     "loss_terms",
     "region_dice",
+    "SELECTION_METRICS",
+    "CombinationDiceHandler",
+    "selection_metric",
     "TaggedMLFlowHandler",
 ]

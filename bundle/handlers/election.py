@@ -281,9 +281,8 @@ class ElectionHandler:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
         where = f"epoch {epoch}" if epoch is not None else "checkpoint"
         logger.info(f"teacher election at {where}: validating each single modality ...")
-        dice = combination_dice(
-            self.network, self.data_loader, self.inferer, torch.eye(len(self.modalities), dtype=torch.bool), self.device
-        )
+        single = torch.eye(len(self.modalities), dtype=torch.bool)
+        dice = combination_dice(self.network, self.data_loader, self.inferer, single, self.device, ignore_empty=True)
         teachers, table = elect_teachers(dice, self.modalities)
         result: dict[str, Any] = {
             "modalities": list(self.modalities),

@@ -18,7 +18,7 @@ from monai.handlers import MLFlowHandler
 from torch import nn
 
 from bundle.data import case_name
-from bundle.handlers.combinations import case_combination_metrics
+from bundle.handlers.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY, case_combination_metrics
 from bundle.io import atomic_write
 from bundle.modalities import (
     NETWORK_REGIONS,
@@ -64,6 +64,8 @@ class CombinationEvaluator(Engine):
         hd95_spacing: voxel spacing in mm for HD95; ``None`` skips HD95.
         val_handlers: Ignite/MONAI handlers to attach (named as in MONAI's evaluators).
         amp: run the network in mixed precision (``torch.autocast``; for GPUs).
+        lesion_wise: also the BraTS 2023+ lesion-wise Dice and HD95 (needs ``hd95_spacing``).
+        split: name of the data split evaluated, written above every table (e.g. ``"test"``).
     """
 
     def __init__(
@@ -77,6 +79,8 @@ class CombinationEvaluator(Engine):
         hd95_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
         val_handlers: Sequence[Any] | None = None,
         amp: bool = False,
+        lesion_wise: bool = True,
+        split: str = "unnamed split",
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -89,6 +93,8 @@ class CombinationEvaluator(Engine):
         self.device = device
         self.hd95_spacing = hd95_spacing
         self.amp = bool(amp)
+        self.lesion_wise = bool(lesion_wise) and hd95_spacing is not None
+        self.split = split
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
@@ -110,7 +116,14 @@ class CombinationEvaluator(Engine):
 
     def _iteration(self, engine: Engine, batch: dict) -> dict[str, torch.Tensor]:
         metrics = case_combination_metrics(
-            self.network, batch, self.inferer, self.masks, self.device, hd95_spacing=self.hd95_spacing, amp=self.amp
+            self.network,
+            batch,
+            self.inferer,
+            self.masks,
+            self.device,
+            hd95_spacing=self.hd95_spacing,
+            amp=self.amp,
+            lesion_wise=self.lesion_wise,
         )
         case = case_name(batch, default=f"case_{engine.state.iteration:04d}")
         for index, combination in enumerate(self.combinations):
@@ -131,7 +144,7 @@ class CombinationEvaluator(Engine):
 
     def _finish(self, engine: Engine) -> None:
         self.summary = summarize_combinations(self.rows, self.modalities)
-        self.report_paths = write_combination_reports(self.rows, self.summary, self.output_dir)
+        self.report_paths = write_combination_reports(self.rows, self.summary, self.output_dir, self.split)
         for entry in self.summary:
             name = "average" if entry["combination"] == AVERAGE else entry["combination"].replace("+", "_")
             for region in REPORT_REGIONS:
@@ -141,18 +154,26 @@ class CombinationEvaluator(Engine):
         for handler in self.val_handlers:
             if isinstance(handler, MLFlowHandler):
                 handler.artifacts = (*handler.artifacts, *(str(p) for p in self.report_paths.values()))
-        logger.info(f"Dice per modality combination (mean ± std over cases):\n{format_summary_markdown(self.summary)}")
+        logger.info(
+            f"per modality combination, mean ± std over cases:\n{format_summary_markdown(self.summary, self.split)}"
+        )
         logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))
 
 
+METRICS = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "lesion Dice", "lesion_hd95": "lesion HD95"}
+"""Metric keys of the reports and their column titles: legacy BraTS Dice and HD95, then lesion-wise."""
+
+
 def _metric_names(rows: Sequence[dict]) -> list[str]:
-    return [name for name in ("dice", "hd95") if rows and f"{name}_{REPORT_REGIONS[0]}" in rows[0]]
+    return [name for name in METRICS if rows and f"{name}_{REPORT_REGIONS[0]}" in rows[0]]
 
 
 def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean and std over cases per combination and region, plus the average over the combinations.
+    """Mean and sample std (ddof 1, as the BraTS parser) over cases per combination and region, plus the
+    average over the combinations: the mean of the combination means, as the LCKD paper reports (its std
+    is that of the combination means).
 
-    NaN entries (a region absent from a case, a case without any sequence of a combination) are skipped.
+    NaN entries (a case without any sequence of a combination) are skipped.
     """
     names = _metric_names(rows)
     summary = []
@@ -165,7 +186,7 @@ def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> l
                 values = np.array([row[f"{name}_{region}"] for row in selected], dtype=float)
                 finite = values[~np.isnan(values)]
                 entry[f"{name}_{region}_mean"] = float(finite.mean()) if finite.size else math.nan
-                entry[f"{name}_{region}_std"] = float(finite.std()) if finite.size else math.nan
+                entry[f"{name}_{region}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
         summary.append(entry)
     average: dict[str, Any] = {
         "combination": AVERAGE,
@@ -174,26 +195,42 @@ def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> l
     }
     for key in [k for k in (summary[0] if summary else {}) if k.endswith("_mean")]:
         values = np.array([entry[key] for entry in summary], dtype=float)
-        average[key] = float(np.nanmean(values)) if (~np.isnan(values)).any() else math.nan
-        average[key.replace("_mean", "_std")] = float(np.nanstd(values)) if (~np.isnan(values)).any() else math.nan
+        finite = values[~np.isnan(values)]
+        average[key] = float(finite.mean()) if finite.size else math.nan
+        average[key.replace("_mean", "_std")] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
     summary.append(average)
     return summary
 
 
-def format_summary_markdown(summary: Sequence[dict[str, Any]]) -> str:
-    """Markdown table: one row per combination (and the average), Dice (and HD95) mean ± std per region."""
-    names = [name for name in ("dice", "hd95") if summary and f"{name}_{REPORT_REGIONS[0]}_mean" in summary[0]]
-    header = ["combination"] + [f"{'Dice' if n == 'dice' else 'HD95'} {r}" for n in names for r in REPORT_REGIONS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def format_summary_markdown(summary: Sequence[dict[str, Any]], split: str = "unnamed split") -> str:
+    """Markdown table: one row per combination (and the average), each metric's mean ± std per region.
+
+    A first line names the split and the number of cases, a last one how the metrics are defined.
+    """
+    names = [name for name in METRICS if summary and f"{name}_{REPORT_REGIONS[0]}_mean" in summary[0]]
+    header = ["combination"] + [f"{METRICS[n]} {r}" for n in names for r in REPORT_REGIONS]
+    cases = summary[0]["cases"] if summary else 0
+    lines = [f"Split: {split} ({cases} cases).", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         cells = [entry["combination"]]
         for name in names:
-            digits = 3 if name == "dice" else 1
+            digits = 1 if name.endswith("hd95") else 3
             for region in REPORT_REGIONS:
                 mean, std = entry[f"{name}_{region}_mean"], entry[f"{name}_{region}_std"]
-                cells.append("n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
+                spread = "" if math.isnan(std) else f" ± {std:.{digits}f}"
+                cells.append("n/a" if math.isnan(mean) else f"{mean:.{digits}f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", SCORING_NOTE]
     return "\n".join(lines)
+
+
+SCORING_NOTE = (
+    "Scored as BraTS scores: a region empty in truth and prediction gives Dice 1 and HD95 0 mm, empty in only "
+    f"one of them Dice 0 and HD95 {BRATS_HD95_PENALTY} mm; HD95 pools both directions' surface distances "
+    "(panoptica's definition); lesion-wise metrics match connected components at IoU >= 0.5 and give each "
+    f"missed or false-positive lesion Dice 0 and HD95 {LESION_HD95_PENALTY:g} mm; std is the sample std (ddof 1) "
+    "over cases."
+)
 
 
 def csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -258,7 +295,7 @@ def write_files(contents: dict[str, bytes], output_dir: str | os.PathLike) -> di
 
 
 def write_combination_reports(
-    rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike
+    rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike, split: str = "unnamed split"
 ) -> dict[str, Path]:
     """Write combinations.csv, summary.csv, summary.md and combinations.png atomically; return their paths."""
     entries = [entry for entry in summary if entry["combination"] != AVERAGE]
@@ -266,7 +303,9 @@ def write_combination_reports(
     contents = {
         "combinations.csv": csv_bytes(rows),
         "summary.csv": csv_bytes(summary),
-        "summary.md": (format_summary_markdown(summary) + "\n").encode("utf-8"),
-        "combinations.png": heatmap_png(values, [e["combination"] for e in entries], "Dice per modality combination"),
+        "summary.md": (format_summary_markdown(summary, split) + "\n").encode("utf-8"),
+        "combinations.png": heatmap_png(
+            values, [e["combination"] for e in entries], f"Dice per modality combination ({split} split)"
+        ),
     }
     return write_files(contents, output_dir)

@@ -56,11 +56,14 @@ def log_validation_summary(evaluator, teachers: Mapping[str, str] | None = None)
     Returns:
         The last validation's Dice per region.
     """
-    dice = region_dice(evaluator.state.metrics or {})
+    metrics = evaluator.state.metrics or {}
+    dice = region_dice(metrics)
     best, best_epoch = evaluator.state.best_metric, evaluator.state.best_metric_epoch
     logger.info(f"validation Dice (all modalities), last: {format_region_dice(dice)}")
     if best_epoch >= 0:
-        logger.info(f"best mean Dice {best:.4f} at epoch {best_epoch}")
+        logger.info(f"best all-modality mean Dice {best:.4f} at epoch {best_epoch}")
+    if "val_combinations_dice" in metrics:
+        logger.info(f"mean Dice over every modality combination, last: {metrics['val_combinations_dice']:.4f}")
     log_teachers(teachers)
     return dice
 

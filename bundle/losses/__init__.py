@@ -1,3 +1,3 @@
-from bundle.losses.ckd import CKDLoss, LCKDLoss
+from bundle.losses.ckd import CKDLoss, LCKDLoss, RegionDiceBCELoss
 
-__all__ = ["CKDLoss", "LCKDLoss"]
+__all__ = ["CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]

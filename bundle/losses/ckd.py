@@ -7,30 +7,43 @@ from collections.abc import Mapping, Sequence
 import torch
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
-from monai.losses import DiceCELoss
+from monai.losses import DiceLoss
 from torch import nn
 
 from bundle.errors import InputError
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities, check_teachers
 
-__all__ = ["CKDLoss", "LCKDLoss"]
+__all__ = ["CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
+
+CKD_REDUCTIONS = ("sum", "mean")
 
 
 class CKDLoss(nn.Module):
-    """Mean L1 distance from every present student sequence's features to every present teacher's.
+    """L1 distance from every present student sequence's features to every present teacher's, summed over pairs.
 
     For each sample, each teacher ``t`` present and each other sequence ``s`` present, the pair adds
-    ``mean |f_s - detach(f_t)|``; the loss is the mean over all such pairs in the batch (zero when
-    there is none). The teacher features are detached, as in the official LCKD code, so the teacher
-    is not pulled towards its students.
+    ``mean |f_s - detach(f_t)|`` (mean over channels and voxels). With ``reduction="sum"`` (default) the
+    pairs' distances are summed, as in the LCKD paper's equation and the official code, and the sums
+    averaged over the batch; ``"mean"`` averages over all pairs of the batch instead (1/pairs as strong).
+    The teacher features are detached, as in the official code, so the teacher is not pulled towards
+    its students. Zero when there is no pair.
+
+    Args:
+        reduction: ``"sum"`` over (student, teacher) pairs or ``"mean"`` over them.
 
     Example:
         >>> loss = CKDLoss()
-        >>> features = torch.randn(2, 1, 8, 2, 2, 2).expand(2, 4, 8, 2, 2, 2)  # every student equals its teacher
-        >>> mask = torch.tensor([[True, True, True, True], [True, False, False, False]])
-        >>> float(loss(features, mask, torch.tensor([2])))
-        0.0
+        >>> features = torch.zeros(1, 3, 1, 1, 1, 1)
+        >>> features[0, 1] = 1.0  # one teacher (index 0), two students at L1 distance 1 and 0
+        >>> float(loss(features, torch.tensor([[True, True, True]]), torch.tensor([0])))
+        1.0
     """
+
+    def __init__(self, reduction: str = "sum") -> None:
+        super().__init__()
+        if reduction not in CKD_REDUCTIONS:
+            raise InputError(f"ckd_reduction must be one of {list(CKD_REDUCTIONS)}, got {reduction!r}.")
+        self.reduction = reduction
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, teachers: torch.Tensor) -> torch.Tensor:
         """
@@ -50,7 +63,45 @@ class CKDLoss(nn.Module):
         distance = (features[:, :, None] - teacher[:, None]).abs().flatten(3).mean(dim=3)  # (B, N, T)
         not_self = torch.arange(features.shape[1], device=features.device)[:, None] != teachers[None, :]
         pairs = (mask[:, :, None] & mask[:, teachers][:, None, :] & not_self[None]).to(distance.dtype)
-        return (distance * pairs).sum() / pairs.sum().clamp(min=1.0)
+        total = (distance * pairs).sum()
+        if self.reduction == "sum":
+            return total / features.shape[0]
+        return total / pairs.sum().clamp(min=1.0)
+
+
+class RegionDiceBCELoss(nn.Module):
+    """Dice averaged over the region channels plus a per-channel sigmoid BCE summed over them.
+
+    The regions (TC, WT, ET) overlap, so each channel is its own binary problem: MONAI's ``DiceCELoss``
+    would apply a softmax cross-entropy across channels when there are several. The terms follow the
+    official LCKD code (``DiceLoss4BraTS`` + ``BCELoss4BraTS``): Dice is MONAI's ``DiceLoss(sigmoid=True)``
+    (per sample and channel, then averaged); BCE is ``BCEWithLogitsLoss`` (mean over voxels) of each
+    channel, summed over the channels.
+
+    Example:
+        >>> loss = RegionDiceBCELoss()
+        >>> logits, target = torch.full((1, 3, 4, 4, 4), 20.0), torch.zeros(1, 3, 4, 4, 4)
+        >>> round(float(loss(logits, target)), 2)  # Dice 1 (nothing right) + 3 channels x BCE 20
+        61.0
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice = DiceLoss(sigmoid=True)
+        self.bce = nn.BCEWithLogitsLoss(reduction="none")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            logits: ``(B, R, ...)`` region logits.
+            target: ``(B, R, ...)`` binary region masks.
+
+        Returns:
+            A scalar tensor.
+        """
+        target = target.to(logits.dtype)
+        bce = self.bce(logits, target).transpose(0, 1).flatten(1).mean(dim=1).sum()
+        return self.dice(logits, target) + bce
 
 
 class LCKDLoss(nn.Module):
@@ -64,7 +115,8 @@ class LCKDLoss(nn.Module):
     Args:
         modalities: sequence names in channel order.
         ckd_weight: weight of the distillation term (0.1 in the official code); 0 turns CKD off.
-        seg_loss: segmentation loss; default ``DiceCELoss(sigmoid=True)``.
+        ckd_reduction: ``"sum"`` (the paper's equation) or ``"mean"`` over (student, teacher) pairs.
+        seg_loss: segmentation loss; default :class:`RegionDiceBCELoss`.
         teachers: optional initial teacher set, region -> modality.
     """
 
@@ -72,6 +124,7 @@ class LCKDLoss(nn.Module):
         self,
         modalities: Sequence[str] = DEFAULT_MODALITIES,
         ckd_weight: float = 0.1,
+        ckd_reduction: str = "sum",
         seg_loss: nn.Module | None = None,
         teachers: Mapping[str, str] | None = None,
     ) -> None:
@@ -80,8 +133,8 @@ class LCKDLoss(nn.Module):
             raise InputError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
         self.modalities = check_modalities(modalities)
         self.ckd_weight = float(ckd_weight)
-        self.seg_loss = seg_loss if seg_loss is not None else DiceCELoss(sigmoid=True)
-        self.ckd = CKDLoss()
+        self.seg_loss = seg_loss if seg_loss is not None else RegionDiceBCELoss()
+        self.ckd = CKDLoss(ckd_reduction)
         self.teachers: dict[str, str] | None = None
         self.teacher_index = torch.zeros(0, dtype=torch.long)
         self.last_terms: dict[str, float] = {}

@@ -12,6 +12,7 @@ from torch import nn
 
 from bundle.errors import InputError
 from bundle.modalities import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
+from bundle.networks.inferer import presence_mask
 
 __all__ = ["LCKDNet", "FILL_MODES"]
 
@@ -245,7 +246,7 @@ class LCKDNet(nn.Module):
                     f"{self.strides}); pad the image or choose a patch_size that is a multiple of {self.divisor}."
                 )
         if mask is None:
-            return x.detach().flatten(2).abs().amax(dim=2) > 0
+            return presence_mask(x)
         if mask.dim() != 2 or mask.shape[1] != self.num_modalities or mask.shape[0] not in (1, x.shape[0]):
             raise InputError(
                 f"mask must have shape ({x.shape[0]}, {self.num_modalities}) or (1, {self.num_modalities}), "

@@ -1,5 +1,5 @@
 from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd, label_mapping
-from bundle.transforms.modality import LoadSequencesd, RandModalityDropd, RecordModalitiesd, StackModalitiesd
+from bundle.transforms.modality import LoadSequencesd, RecordModalitiesd, StackModalitiesd
 
 __all__ = [
     "LABEL_CONVENTIONS",
@@ -7,6 +7,5 @@ __all__ = [
     "RegionsToLabelsd",
     "LoadSequencesd",
     "StackModalitiesd",
-    "RandModalityDropd",
     "RecordModalitiesd",
 ]

@@ -1,4 +1,4 @@
-"""Dictionary transforms for per-sequence inputs: stack them with a presence mask, drop them at random."""
+"""Dictionary transforms for per-sequence inputs: load them, stack them with a presence mask, record them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform, RandomizableTransform
+from monai.transforms import LoadImaged, MapTransform
 from monai.utils import convert_to_tensor
 
 from bundle.data.discovery import case_name
@@ -17,7 +17,7 @@ from bundle.errors import InputError
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["LoadSequencesd", "StackModalitiesd", "RandModalityDropd", "RecordModalitiesd"]
+__all__ = ["LoadSequencesd", "StackModalitiesd", "RecordModalitiesd"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,54 +123,6 @@ class StackModalitiesd(MapTransform):
         if isinstance(reference, MetaTensor):
             return MetaTensor(stacked, meta=reference.meta, applied_operations=reference.applied_operations)
         return stacked
-
-
-class RandModalityDropd(RandomizableTransform, MapTransform):
-    """Keep a random non-empty subset of the present sequences, zero the others and update the mask.
-
-    The subset is drawn uniformly from all non-empty subsets of the present sequences (the full set
-    included), as LCKD's training does. Channels already absent stay zero. Run it after intensity
-    augmentation so that dropped channels are exactly zero.
-
-    Args:
-        image_key: key of the stacked ``(N, H, W, D)`` image.
-        mask_key: key of the ``(N,)`` bool presence mask.
-        prob: probability of dropping at all; otherwise only absent channels are (re-)zeroed.
-
-    Example:
-        >>> t = RandModalityDropd(prob=1.0)
-        >>> _ = t.set_random_state(0)
-        >>> out = t({"image": torch.ones(4, 2, 2, 2), "mask": torch.ones(4, dtype=torch.bool)})
-        >>> bool(out["mask"].any())
-        True
-    """
-
-    backend = [torch.Tensor]
-
-    def __init__(self, image_key: str = "image", mask_key: str = "mask", prob: float = 1.0) -> None:
-        if not 0.0 <= prob <= 1.0:
-            raise InputError(f"prob must be in [0, 1], got {prob}.")
-        MapTransform.__init__(self, [image_key, mask_key])
-        RandomizableTransform.__init__(self, prob)
-        self.image_key = image_key
-        self.mask_key = mask_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        mask = convert_to_tensor(d[self.mask_key], dtype=torch.bool, track_meta=False).clone()
-        present = torch.nonzero(mask).flatten().tolist()
-        self.randomize(None)
-        if self._do_transform and len(present) > 1:
-            # a uniform draw among the 2**k - 1 non-empty subsets of the k present sequences
-            subset = int(self.R.randint(1, 2 ** len(present)))
-            for bit, index in enumerate(present):
-                mask[index] = bool(subset >> bit & 1)
-        d[self.mask_key] = mask
-        image = d[self.image_key]
-        d[self.image_key] = image * mask.to(dtype=image.dtype, device=image.device).reshape(
-            -1, *[1] * (image.dim() - 1)
-        )
-        return d
 
 
 def _source(image: torch.Tensor) -> str:
