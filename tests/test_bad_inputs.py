@@ -386,7 +386,7 @@ class TestBadInputs(unittest.TestCase):
         with self.assertRaisesRegex(InputError, "SYNTH_0000_t1.nii.gz is all zero"):
             check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
 
-    def test_empty_label_gives_nan_dice_not_a_crash(self):
+    def test_empty_label_is_scored_as_brats_not_a_crash(self):
         net = _tiny_net().eval()
         batch = {
             "image": torch.randn(1, 4, SIZE, SIZE, SIZE),
@@ -397,8 +397,14 @@ class TestBadInputs(unittest.TestCase):
             metrics = case_combination_metrics(
                 net, batch, lambda x, n, **kw: n(x, **kw), combination_masks(), hd95_spacing=(1.0, 1.0, 1.0)
             )
+            predicted = torch.sigmoid(net(batch["image"])) > 0.5
         self.assertEqual(tuple(metrics["dice"].shape), (15, 3))
-        self.assertTrue(torch.isnan(metrics["dice"]).all())
+        # no tumour: Dice 1 where nothing is predicted, 0 (and the HD95 penalty) where something is
+        nothing = ~predicted[0].flatten(1).any(dim=1)
+        self.assertEqual(metrics["dice"][-1].tolist(), nothing.float().tolist())
+        self.assertTrue(set(metrics["dice"].flatten().tolist()) <= {0.0, 1.0})
+        hd95 = metrics["hd95"]
+        torch.testing.assert_close(hd95, torch.where(metrics["dice"] == 1.0, 0.0, 373.13))
 
     def test_input_error_is_found_behind_monai_wrappers(self):
         try:
