@@ -8,7 +8,14 @@ import torch
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
 
-from bundle.handlers import ElectionHandler, bootstrap_win_rate, elect_teachers, format_election, update_metadata
+from bundle.handlers import (
+    ElectionHandler,
+    bootstrap_win_rate,
+    elect_teachers,
+    format_election,
+    undecided_regions,
+    update_metadata,
+)
 from bundle.losses import LCKDLoss
 from bundle.networks import LCKDNet
 
@@ -43,6 +50,21 @@ class TestElectTeachers(unittest.TestCase):
         self.assertEqual(teachers["ET"], "t1ce")
         self.assertEqual(teachers["WT"], "t2")
         self.assertIsNone(table["WT"]["flair"])
+
+    def test_a_region_no_case_holds_is_undecided_not_flair(self):
+        dice = dice_table([[0.5, 0.2, 0.8, 0.6], [0.9, 0.3, 0.4, 0.7], [0.1, 0.1, 0.7, 0.2]])
+        dice[:, :, 2] = float("nan")  # no validation case has ET
+        teachers, table = elect_teachers(dice, MODALITIES)
+        self.assertEqual(teachers, {"TC": "t1ce", "WT": "flair"})  # no ET teacher before the first election
+        self.assertEqual(undecided_regions(table), ["ET"])
+        kept, _ = elect_teachers(dice, MODALITIES, previous={"ET": "t1ce", "TC": "t2", "WT": "t2"})
+        self.assertEqual(kept, {"ET": "t1ce", "TC": "t1ce", "WT": "flair"})  # ET keeps its teacher, the others re-elect
+        rates = bootstrap_win_rate(dice, MODALITIES, resamples=50)
+        self.assertNotIn("ET", rates)  # no 100 % win for flair
+        text = format_election(
+            {"modalities": MODALITIES, "teachers": kept, "election_dice": table, "undecided": ["ET"]}
+        )
+        self.assertIn("undecided (no case holds ET; kept t1ce)", text)
 
     def test_win_rate_certain_and_uncertain(self):
         torch.manual_seed(0)
@@ -133,6 +155,27 @@ class TestElectionHandler(unittest.TestCase):
             self.assertEqual(stored["lckd"]["teachers"], result["teachers"])
             self.assertEqual(stored["lckd"]["elected_at"]["epoch"], 3)
             self.assertIn("WT", format_election(result))
+
+    def test_validation_without_et_keeps_the_et_teacher_and_says_so(self):
+        with TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "metadata.json"
+            meta.write_text(json.dumps({"version": "1.0"}))
+            loss = LCKDLoss(MODALITIES)
+            handler = ElectionHandler(
+                OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, metadata_file=meta
+            )
+            handler.elect(epoch=1)
+            for batch in self.loader:
+                batch["label"] = batch["label"].clone()
+                batch["label"][:, 2] = 0  # no validation case has ET any more
+            with self.assertLogs("bundle.handlers.election", level="WARNING") as logs:
+                result = handler.elect(epoch=2)
+            self.assertEqual(result["undecided"], ["ET"])
+            self.assertEqual(result["teachers"]["ET"], "t1ce")  # kept from epoch 1
+            self.assertNotIn("ET", result["win_rate"])
+            self.assertIn("ET is undecided: none of the 3 validation cases contains it", "\n".join(logs.output))
+            self.assertEqual(json.loads(meta.read_text())["lckd"]["undecided"], ["ET"])
+            self.assertEqual(loss.teachers["ET"], "t1ce")
 
     def test_state_round_trip_through_checkpoint(self):
         loss = LCKDLoss(MODALITIES)

@@ -14,6 +14,7 @@ from bundle.handlers.election import (
     elect_teachers,
     format_election,
     read_teachers,
+    undecided_regions,
     update_metadata,
 )
 from bundle.handlers.evaluation import (
@@ -57,6 +58,7 @@ __all__ = [
     "elect_teachers",
     "format_election",
     "read_teachers",
+    "undecided_regions",
     "update_metadata",
     "LOSS_TERMS",
     "format_region_dice",

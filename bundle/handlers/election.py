@@ -24,6 +24,7 @@ from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities,
 
 __all__ = [
     "elect_teachers",
+    "undecided_regions",
     "bootstrap_win_rate",
     "update_metadata",
     "read_teachers",
@@ -46,17 +47,23 @@ def _argmax_first(scores: Sequence[float]) -> int:
     return best
 
 
-def elect_teachers(dice: torch.Tensor, modalities: Sequence[str]) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+def elect_teachers(
+    dice: torch.Tensor, modalities: Sequence[str], previous: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, dict[str, float | None]]]:
     """Elect, per region, the modality with the best mean single-modality Dice.
+
+    A region that no case contains (every score NaN) cannot be decided: it keeps its ``previous``
+    teacher, or has none before the first election (the region is then absent from the teacher set).
 
     Args:
         dice: ``(cases, N, R)`` Dice of each case with only modality ``n`` present, regions in
             network order (TC, WT, ET); NaN entries are skipped.
         modalities: the N modality names, in canonical order (ties go to the earlier one).
+        previous: the teacher set in force, region -> modality; kept for undecided regions.
 
     Returns:
-        ``(teachers, table)``: region -> modality, and region -> {modality: mean Dice}, in report
-        order (ET, TC, WT).
+        ``(teachers, table)``: region -> modality, and region -> {modality: mean Dice or None}, in report
+        order (ET, TC, WT). :func:`undecided_regions` of the table names the regions not decided.
 
     Example:
         >>> dice = torch.tensor([[[0.1, 0.9, 0.2], [0.8, 0.3, 0.7]]])  # 1 case, 2 modalities
@@ -68,13 +75,24 @@ def elect_teachers(dice: torch.Tensor, modalities: Sequence[str]) -> tuple[dict[
         raise InputError(
             f"dice must be (cases, {len(modalities)} modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}."
         )
-    mean = torch.nanmean(dice.double(), dim=0)  # (N, R)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a region no case holds: all-NaN mean
+        mean = torch.nanmean(dice.double(), dim=0)  # (N, R)
     teachers, table = {}, {}
     for region in REPORT_REGIONS:
         scores = mean[:, NETWORK_REGIONS.index(region)].tolist()
         table[region] = {m: round(s, 4) if not math.isnan(s) else None for m, s in zip(modalities, scores)}
+        if all(math.isnan(score) for score in scores):
+            if previous and region in previous:
+                teachers[region] = previous[region]
+            continue
         teachers[region] = modalities[_argmax_first(scores)]
     return teachers, table
+
+
+def undecided_regions(table: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """Regions of an election table without any score: no validation case contains them."""
+    return [region for region, scores in table.items() if all(score is None for score in scores.values())]
 
 
 def bootstrap_win_rate(
@@ -89,7 +107,7 @@ def bootstrap_win_rate(
         seed: of the resampling, so the figure is reproducible.
 
     Returns:
-        region -> {modality: fraction of resamples it wins}, in report order.
+        region -> {modality: fraction of resamples it wins}, in report order; regions no case holds are left out.
     """
     modalities = check_modalities(modalities)
     values = dice.double().numpy()
@@ -101,6 +119,8 @@ def bootstrap_win_rate(
     rates = {}
     for region in REPORT_REGIONS:
         column = means[:, :, NETWORK_REGIONS.index(region)]
+        if np.isnan(column).all():
+            continue  # no case holds the region: nothing to resample
         wins = np.bincount([_argmax_first(row.tolist()) for row in column], minlength=len(modalities))
         rates[region] = {m: round(float(w) / resamples, 4) for m, w in zip(modalities, wins)}
     return rates
@@ -137,16 +157,21 @@ def read_teachers(
 
 
 def format_election(result: Mapping[str, Any]) -> str:
-    """A table of the single-modality Dice, the teachers and their win rates."""
+    """A table of the single-modality Dice, the teachers and their win rates; undecided regions say so."""
     modalities = result["modalities"]
     width = max(7, *(len(m) + 2 for m in modalities))
     lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate"]
+    undecided = result.get("undecided", [])
     for region in REPORT_REGIONS:
         scores = result["election_dice"][region]
         cells = "".join(f"{'n/a' if scores[m] is None else f'{scores[m]:.3f}':>{width}}" for m in modalities)
-        teacher = result["teachers"][region]
+        teacher = result["teachers"].get(region)
         rate = result.get("win_rate", {}).get(region, {}).get(teacher)
-        lines.append(f"{region:<6}{cells}   {teacher:<8} {'' if rate is None else f'{rate:.2f}'}")
+        if region in undecided:
+            verdict = f"undecided (no case holds {region}; {'kept ' + teacher if teacher else 'no teacher'})"
+        else:
+            verdict = f"{teacher:<8} {'' if rate is None else f'{rate:.2f}'}"
+        lines.append(f"{region:<6}{cells}   {verdict}")
     return "\n".join(lines)
 
 
@@ -283,10 +308,12 @@ class ElectionHandler:
         logger.info(f"teacher election at {where}: validating each single modality ...")
         single = torch.eye(len(self.modalities), dtype=torch.bool)
         dice = combination_dice(self.network, self.data_loader, self.inferer, single, self.device, ignore_empty=True)
-        teachers, table = elect_teachers(dice, self.modalities)
+        teachers, table = elect_teachers(dice, self.modalities, previous=self.teachers)
+        undecided = undecided_regions(table)
         result: dict[str, Any] = {
             "modalities": list(self.modalities),
             "teachers": teachers,
+            "undecided": undecided,
             "election_dice": table,
             "elected_at": {"epoch": epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "cases": int(dice.shape[0]),
@@ -299,6 +326,12 @@ class ElectionHandler:
         logger.info(
             f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
         )
+        for region in undecided:
+            logger.warning(
+                f"{region} is undecided: none of the {dice.shape[0]} validation cases contains it, so no sequence can be "
+                f"compared; {'it keeps its teacher ' + teachers[region] if region in teachers else 'it has no teacher yet'}. "
+                "Validate on cases that contain it (a larger validation split) to elect one."
+            )
         for region, rates in result.get("win_rate", {}).items():
             rate = rates[teachers[region]]
             if rate < LOW_WIN_RATE:
