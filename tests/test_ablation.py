@@ -3,28 +3,32 @@
 import tempfile
 from pathlib import Path
 
-from bundle.analysis import ablate, parse_change
+from bundle.analysis import ablate, parse_change, read_case_rows
 from bundle.modalities import REPORT_REGIONS
 from tests.conftest import TINY_OVERRIDES, TinyDatasetTestCase
 
 
 class TestAblation(TinyDatasetTestCase):
-    def test_with_and_without_ckd(self):
+    def test_with_and_without_ckd_over_two_seeds(self):
         with tempfile.TemporaryDirectory() as tmp:
             settings = {**TINY_OVERRIDES, "max_epochs": 2, "elect_epoch": 1, "val_interval": 2, "hd95": False}
             settings["datalist_file"] = str(Path(tmp) / "datalist.json")
-            result = ablate(self.dataset, tmp, overrides=settings, resamples=200)
+            result = ablate(self.dataset, tmp, overrides=settings, seeds=2)
             out = Path(tmp)
             for name in ("kd_efficacy.csv", "kd_efficacy.md", "kd_efficacy.png", "alignment.csv", "alignment.md"):
                 self.assertTrue((out / name).is_file(), name)
-            for arm in ("A", "B"):
+            for arm in ("A_seed0", "A_seed1", "B_seed0", "B_seed1"):
                 self.assertTrue((out / arm / "models" / "model.pt").is_file())
                 self.assertTrue((out / arm / "eval" / "combinations.csv").is_file())
+            # each case's Dice is the mean of its two seeds' Dice
+            seeds = [read_case_rows(out / arm / "eval" / "combinations.csv") for arm in ("A_seed0", "A_seed1")]
+            first = result["rows"]["with CKD"][0]
+            self.assertAlmostEqual(first["dice_WT"], (seeds[0][0]["dice_WT"] + seeds[1][0]["dice_WT"]) / 2, places=5)
             self.assertEqual(result["names"], ("with CKD", "without CKD"))
             entries = result["entries"]
             self.assertEqual(len(entries), 15 * len(REPORT_REGIONS))
             for entry in entries:
-                self.assertIn(entry["verdict"], ("helps", "hurts", "no clear effect"))
+                self.assertIn(entry["verdict"], ("helps", "hurts", "no clear effect", "too few cases"))
                 if entry["cases"]:
                     self.assertAlmostEqual(
                         entry["difference"], entry["dice with CKD"] - entry["dice without CKD"], places=5

@@ -3,9 +3,12 @@
 from bundle.analysis.ablation import BUNDLE_ROOT, ablate, parse_change, run_bundle
 from bundle.analysis.alignment import alignment_table, bottleneck_samples, linear_cka, linear_probe, mean_cosine
 from bundle.analysis.efficacy import (
+    MIN_CASES,
+    average_seeds,
     compare_runs,
     format_efficacy_markdown,
-    paired_bootstrap,
+    holm,
+    paired_interval,
     read_case_rows,
     write_efficacy_reports,
 )
@@ -20,9 +23,12 @@ __all__ = [
     "linear_cka",
     "linear_probe",
     "mean_cosine",
+    "MIN_CASES",
+    "average_seeds",
     "compare_runs",
     "format_efficacy_markdown",
-    "paired_bootstrap",
+    "holm",
+    "paired_interval",
     "read_case_rows",
     "write_efficacy_reports",
 ]

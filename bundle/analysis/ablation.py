@@ -1,4 +1,4 @@
-"""Train the same model twice on one split and seed, differing in one setting, and compare them.
+"""Train the same model twice on one split and seed (or N seeds), differing in one setting, and compare them.
 
 The default change is ``ckd_weight: 0`` (distillation off): the KD-efficacy report. Any other
 config key works the same way, e.g. ``shared_encoder: false`` or ``fill: "bottleneck"``.
@@ -22,7 +22,7 @@ from monai.bundle import run as run_bundle_workflow
 
 import bundle
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
-from bundle.analysis.efficacy import compare_runs, read_case_rows, write_efficacy_reports
+from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows, write_efficacy_reports
 from bundle.errors import InputError
 from bundle.handlers.election import read_teachers
 from bundle.handlers.evaluation import csv_bytes, write_files
@@ -127,25 +127,27 @@ def ablate(
     change: Mapping[str, Any] | None = None,
     extra_configs: Sequence[str] = (),
     overrides: Mapping[str, Any] | None = None,
-    resamples: int = 2000,
     diagnostics: bool = True,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Train and evaluate the model as configured (A) and with ``change`` (B); compare them per case.
 
-    Writes into ``output_dir``: ``A/`` and ``B/`` (each run's models, evaluation and metadata.json),
-    ``<prefix>.csv|md|png`` (per combination and region: Dice of A and B, A - B with a paired bootstrap
-    95 % interval, helps/hurts) and, with ``diagnostics``, ``alignment.csv|md`` (student-teacher CKA,
+    Writes into ``output_dir``: ``A/`` and ``B/`` (each run's models, evaluation and metadata.json; with
+    several seeds ``A_seed<s>/`` ...), ``<prefix>.csv|md|png`` (per combination and region: Dice of A and
+    B, A - B with a paired t 95 % interval, Holm-corrected p, helps/hurts; see
+    :mod:`bundle.analysis.efficacy`) and, with ``diagnostics``, ``alignment.csv|md`` (student-teacher CKA,
     cosine and linear probes of both runs, teachers from run A's election). The prefix is
     ``kd_efficacy`` for the default change ``ckd_weight: 0``, else ``ablation_<key>``.
 
     Args:
-        dataset_dir: the dataset; both runs use its one split (``datalist.json``) and the same seed.
+        dataset_dir: the dataset; both runs use its one split (``datalist.json``) and the same seed(s).
         output_dir: where to write.
         change: config keys that differ in run B; default ``{"ckd_weight": 0}``.
         extra_configs: config files merged over train.json and evaluate.json (e.g. configs/demo.json).
         overrides: config keys set in both runs (e.g. ``max_epochs``).
-        resamples: bootstrap resamples.
-        diagnostics: compute the alignment diagnostics.
+        diagnostics: compute the alignment diagnostics (on the first seed's runs).
+        seeds: train each run this many times, with seeds ``seed``, ``seed + 1``, ...; each case's Dice is
+            averaged over the seeds before the comparison, so the effect is not one training's luck.
 
     Returns:
         ``{"entries": [...], "rows": {name: per case x combination rows}, "alignment": [...],
@@ -161,33 +163,42 @@ def ablate(
     output = Path(output_dir).resolve()
     arms: dict[str, dict] = {}
     evaluate_ids = set(ConfigParser.load_config_files(_config_files("evaluate.json", extra_configs)))
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"seeds must be an int >= 1, got {seeds!r}.")
+    base_seed = int(dict(overrides or {}).get("seed", 0))
     for name, label, arm_change in ((names[0], "A", {}), (names[1], "B", change)):
-        work = output / label
-        work.mkdir(parents=True, exist_ok=True)
-        shutil.copy(BUNDLE_ROOT / "configs" / "metadata.json", work / "metadata.json")
-        settings = {
-            "dataset_dir": str(Path(dataset_dir).resolve()),
-            "ckpt_dir": str(work / "models"),
-            "output_dir": str(work / "eval"),
-            "metadata_file": str(work / "metadata.json"),
-            "resume": False,
-            **dict(overrides or {}),
-            **arm_change,
-        }
-        logger.info(f"ablation run {label} ({name}): training")
-        run_bundle("train.json", extra_configs, **settings)
-        # nested keys such as lr_scheduler::T_max only exist in train.json
-        evaluate = {
-            k: v
-            for k, v in settings.items()
-            if k not in ("ckpt_dir", "resume") and ("::" not in k or k.split("::")[0] in evaluate_ids)
-        }
-        logger.info(f"ablation run {label} ({name}): evaluating all combinations")
-        run_bundle("evaluate.json", extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
-        arms[name] = {"work": work, "settings": evaluate, "rows": read_case_rows(work / "eval" / "combinations.csv")}
-    entries = compare_runs(arms[names[0]]["rows"], arms[names[1]]["rows"], names, resamples)
+        runs = []
+        for repeat in range(seeds):
+            work = output / (label if seeds == 1 else f"{label}_seed{base_seed + repeat}")
+            work.mkdir(parents=True, exist_ok=True)
+            shutil.copy(BUNDLE_ROOT / "configs" / "metadata.json", work / "metadata.json")
+            settings = {
+                "dataset_dir": str(Path(dataset_dir).resolve()),
+                "ckpt_dir": str(work / "models"),
+                "output_dir": str(work / "eval"),
+                "metadata_file": str(work / "metadata.json"),
+                "resume": False,
+                **dict(overrides or {}),
+                "seed": base_seed + repeat,
+                **arm_change,
+            }
+            logger.info(f"ablation run {work.name} ({name}): training")
+            run_bundle("train.json", extra_configs, **settings)
+            # nested keys such as lr_scheduler::T_max only exist in train.json
+            evaluate = {
+                k: v
+                for k, v in settings.items()
+                if k not in ("ckpt_dir", "resume") and ("::" not in k or k.split("::")[0] in evaluate_ids)
+            }
+            logger.info(f"ablation run {work.name} ({name}): evaluating all combinations")
+            run_bundle("evaluate.json", extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
+            runs.append(
+                {"work": work, "settings": evaluate, "rows": read_case_rows(work / "eval" / "combinations.csv")}
+            )
+        arms[name] = {**runs[0], "rows": average_seeds([run["rows"] for run in runs])}
+    entries = compare_runs(arms[names[0]]["rows"], arms[names[1]]["rows"], names)
     paths = write_efficacy_reports(entries, output, prefix)
-    teachers = read_teachers(output / "A" / "metadata.json", modalities)
+    teachers = read_teachers(arms[names[0]]["work"] / "metadata.json", modalities)
     alignment: list[dict[str, Any]] = []
     if diagnostics and teachers:
         for arm in arms.values():
@@ -221,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--change", nargs="+", default=["ckd_weight=0"], help="KEY=VALUE settings of run B")
     parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE settings of both runs (e.g. max_epochs=100)")
     parser.add_argument("--config", nargs="*", default=[], help="config files merged over train.json and evaluate.json")
-    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train each run with this many seeds; Dice averaged per case"
+    )
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the feature alignment diagnostics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -231,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         dict(parse_change(c) for c in args.change),
         args.config,
         dict(parse_change(c) for c in args.set),
-        args.resamples,
         not args.no_diagnostics,
+        args.seeds,
     )
     for path in result["paths"].values():
         if path.suffix == ".md":
