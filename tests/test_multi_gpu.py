@@ -16,7 +16,7 @@ from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTest
 PROBE = {
     "+finalize": [
         "$bundle.io.atomic_write_json(@output_dir + f'/teachers_rank{torch.distributed.get_rank()}.json', "
-        "@train::handlers::1.teachers)"
+        "@train::elector.teachers)"
     ]
 }
 
