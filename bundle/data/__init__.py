@@ -10,7 +10,7 @@ from bundle.data.discovery import (
     split_cases,
 )
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
-from bundle.data.validation import check_dataset, check_settings, check_writable
+from bundle.data.validation import check_dataset, check_settings, check_writable, flag
 
 __all__ = [
     "LAYOUTS",
@@ -25,6 +25,7 @@ __all__ = [
     "check_dataset",
     "check_settings",
     "check_writable",
+    "flag",
     "DEFAULT_TEACHERS",
     "make_case",
     "make_dataset",

@@ -25,7 +25,7 @@ from bundle.io import atomic_write_json, read_json
 from bundle.modalities import check_modalities
 from bundle.transforms.labels import LABEL_CONVENTIONS
 
-__all__ = ["check_dataset", "check_settings", "check_writable"]
+__all__ = ["check_dataset", "check_settings", "check_writable", "flag"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +251,36 @@ def check_dataset(
         raise InputError(f"{len(problems)} problem(s) in the dataset:\n  - {listed}{more}")
     logger.info(f"dataset check: {len(cases)} cases passed in {time.monotonic() - start:.1f} s")
     return datalist
+
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def flag(value: Any, key: str) -> bool:
+    """A boolean setting as written in a config or on the command line, read strictly.
+
+    ``python -m monai.bundle run --resume false`` hands the string ``"false"``, which Python reads as
+    true; configs read every boolean key through this function instead.
+
+    Args:
+        value: a bool, 0 or 1, or one of true/false, 1/0, yes/no, on/off in any case.
+        key: the setting's name, for the error message.
+
+    Raises:
+        InputError: for any other value, naming the key and the allowed values.
+
+    Example:
+        >>> flag("False", "resume"), flag(1, "mlflow"), flag(True, "amp")
+        (False, True, True)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise InputError(f"--{key} must be true or false (also 1/0, yes/no, on/off), got {value!r}.")
 
 
 def check_writable(*folders: str | os.PathLike) -> None:
