@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -9,12 +10,21 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+from bundle.errors import input_error_of
 from bundle.handlers import latest_checkpoint
-from bundle.io import load_checkpoint, read_json
-from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
+from bundle.io import atomic_write, load_checkpoint, read_json
+from tests.conftest import (
+    BUNDLE_ROOT,
+    SUBPROCESS_ENV,
+    TINY_OVERRIDES,
+    TinyDatasetTestCase,
+    fresh_metadata,
+    run_workflow,
+)
 
 MAX_EPOCHS, ELECT_EPOCH = 6, 4
 
@@ -120,3 +130,62 @@ class TestKillAndResume(TinyDatasetTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestCheckpointWrites(TinyDatasetTestCase):
+    """Ignite asks to delete the replaced checkpoint before writing the new one; the bundle's saver waits."""
+
+    def _settings(self, work: Path) -> dict:
+        return {**TINY_OVERRIDES, "max_epochs": 2, "elect_epoch": 2, "val_interval": 2, "dataset_dir": str(self.dataset),
+                "datalist_file": str(work / "datalist.json"), "ckpt_dir": str(work / "models"),
+                "output_dir": str(work / "eval"), "metadata_file": str(fresh_metadata(work))}  # fmt: skip
+
+    def test_full_disk_keeps_the_previous_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+
+            def no_space_for_epoch_2(path, writer):
+                if "epoch=2" in str(path):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return atomic_write(path, writer)
+
+            with mock.patch("bundle.handlers.checkpoint.atomic_write", no_space_for_epoch_2):
+                with self.assertRaises(Exception) as raised:
+                    run_workflow("train.json", meta_file=work / "metadata.json", **self._settings(work))
+            self.assertIn("the previous checkpoint is kept", str(input_error_of(raised.exception)))
+            kept = sorted(p.name for p in (work / "models").iterdir())
+            self.assertIn("latest_checkpoint_epoch=1.pt", kept)
+            trainer = load_checkpoint(work / "models" / "latest_checkpoint_epoch=1.pt")["trainer"]
+            self.assertEqual(trainer["iteration"] // trainer["epoch_length"], 1)
+
+    def test_kill_between_writing_and_deleting_then_resume(self):
+        """SIGKILL at the moment the replaced checkpoint is deleted: both files are valid, the rerun takes the newest."""
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            settings = {**self._settings(work), "max_epochs": 3, "elect_epoch": 3, "val_interval": 3}
+            (work / "args.json").write_text(json.dumps(settings))
+            killer = (
+                "import os, pathlib, signal, sys\n"
+                "unlink = pathlib.Path.unlink\n"
+                "def dying_unlink(self, *a, **k):\n"
+                "    if self.name == 'latest_checkpoint_epoch=1.pt':\n"
+                "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                "    return unlink(self, *a, **k)\n"
+                "pathlib.Path.unlink = dying_unlink\n"
+                "from monai.bundle.scripts import run\n"
+                "run(config_file='configs/train.json', args_file=sys.argv[1])\n"
+            )
+            died = subprocess.run([sys.executable, "-c", killer, str(work / "args.json")], cwd=BUNDLE_ROOT,
+                                  capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)  # fmt: skip
+            self.assertEqual(died.returncode, -signal.SIGKILL, died.stderr[-2000:])
+            names = sorted(p.name for p in (work / "models").glob("latest_*.pt"))
+            self.assertEqual(names, ["latest_checkpoint_epoch=1.pt", "latest_checkpoint_epoch=2.pt"])
+            for name in names:
+                load_checkpoint(work / "models" / name)  # both whole
+            command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
+            resumed = subprocess.run([*command, "--args_file", str(work / "args.json")], cwd=BUNDLE_ROOT,
+                                     capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)  # fmt: skip
+            self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
+            self.assertIn("latest_checkpoint_epoch=2.pt (epoch 2", resumed.stdout + resumed.stderr)
+            names = sorted(p.name for p in (work / "models").glob("latest_*.pt"))
+            self.assertEqual(names, ["latest_checkpoint_epoch=3.pt"])

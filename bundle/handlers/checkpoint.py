@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 
 
 class AtomicDiskSaver(DiskSaver):
-    """Ignite ``DiskSaver`` that writes atomically and, like MONAI's, can use one fixed file name.
+    """Ignite ``DiskSaver`` that writes atomically, deletes replaced files only after, and can use one fixed name.
+
+    Ignite's ``Checkpoint`` asks its saver to remove the checkpoint being replaced *before* it writes the
+    new one, so a full disk or a kill in between would leave no checkpoint at all. This saver only notes
+    the removal and carries it out after the next write has succeeded (never deleting the file it just
+    wrote): a failed write keeps the previous checkpoint, a kill in between leaves both, and resuming takes
+    the newest.
 
     Args:
         dirname: folder of the checkpoints (created if needed).
@@ -39,9 +45,15 @@ class AtomicDiskSaver(DiskSaver):
     def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
         super().__init__(dirname=dirname, require_empty=False, atomic=True)
         self.filename = filename
+        self.replaced: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, self.filename or filename, metadata)
+        written = self.filename or filename
+        super().__call__(checkpoint, written, metadata)
+        for old in dict.fromkeys(self.replaced):
+            if old != written and (Path(self.dirname) / old).exists():
+                super().remove(old)
+        self.replaced = []
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
         try:
@@ -53,17 +65,23 @@ class AtomicDiskSaver(DiskSaver):
             ) from error
 
     def remove(self, filename: str) -> None:
-        super().remove(self.filename or filename)
+        """Remove ``filename`` once the next checkpoint is written (see the class docstring)."""
+        self.replaced.append(self.filename or filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI ``CheckpointSaver`` (same arguments) whose files are written atomically."""
+    """MONAI ``CheckpointSaver`` (same arguments) whose files are written atomically, replaced files deleted after."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename)
+
+    def replace_after_next_save(self, filename: str) -> None:
+        """Delete ``filename`` (in ``save_dir``) once the next periodic checkpoint is written, e.g. the one resumed from."""
+        if self._interval_checkpoint is not None:
+            self._interval_checkpoint.save_handler.remove(filename)
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:
@@ -87,12 +105,14 @@ def resume_from_latest(
     best_saver: CheckpointSaver | None = None,
     best_file: str | os.PathLike | None = None,
     prefix: str = "latest",
+    latest_saver: AtomicCheckpointSaver | None = None,
 ) -> Path | None:
     """Continue an interrupted training from the newest ``<prefix>_*.pt`` of ``ckpt_dir``.
 
     The network, optimizer, LR scheduler, trainer (epoch, iteration) and teacher set of
     ``load_dict`` are restored when the trainer starts (MONAI ``CheckpointLoader``); a run that had
-    finished stops at once. With ``best_saver`` and ``best_file`` (saved with
+    finished stops at once. Older ``<prefix>_*.pt`` files, which a run killed between writing a checkpoint
+    and deleting the one it replaces leaves behind, are deleted once the newest has loaded. With ``best_saver`` and ``best_file`` (saved with
     ``key_metric_save_state=True``) the best metric so far is restored too, so a worse model does not
     replace the best one after the restart.
 
@@ -103,6 +123,8 @@ def resume_from_latest(
         best_saver: the validation ``CheckpointSaver`` of the best model.
         best_file: the best model's file.
         prefix: file prefix of the periodic checkpoints.
+        latest_saver: the saver of the periodic checkpoints; the file resumed from is deleted once it has
+            written the next one (Ignite does not know the files of an earlier process).
 
     Returns:
         The checkpoint resumed from, or ``None`` when there is none (a new training).
@@ -132,6 +154,11 @@ def resume_from_latest(
             f"Move it out of {ckpt_dir} or pass --resume false."
         )
     CheckpointLoader(load_path=str(path), load_dict=dict(load_dict), map_location="cpu").attach(trainer)
+    for older in Path(ckpt_dir).glob(f"{prefix}_*.pt"):
+        if older != path:  # left by a run killed between writing its newest checkpoint and deleting this one
+            older.unlink()
+    if latest_saver is not None:
+        latest_saver.replace_after_next_save(path.name)
     if best_saver is not None and best_file is not None and Path(best_file).is_file():
         state = load_checkpoint(best_file).get("checkpointer")
         if state is not None:
