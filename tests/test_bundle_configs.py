@@ -159,6 +159,8 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 rows = list(csv.DictReader(file))
             cases = {row["case"] for row in rows}
             self.assertEqual(len(cases), 2)
+            self.assertEqual({row["split"] for row in rows}, {"validation"})  # no test split: the validation cases
+            self.assertTrue((out / "summary.md").read_text().startswith("Split: validation (2 cases)."))
             self.assertEqual(len(rows), 15 * len(cases))
             self.assertEqual([row["combination"] for row in rows[:15]][:5], ["flair", "t1", "t1ce", "t2", "flair+t1"])
             for row in rows:

@@ -120,7 +120,7 @@ def read_case_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(file))
     for row in rows:
         for key, value in row.items():
-            if key.startswith(("dice_", "hd95_")):
+            if key.startswith(("dice_", "hd95_", "lesion_")):
                 row[key] = float(value) if value not in ("", "nan") else math.nan
     return rows
 
@@ -165,6 +165,7 @@ def compare_runs(
                 {
                     "combination": combination,
                     "region": region,
+                    "split": selected[0][0].get("split", "not recorded"),
                     "cases": int(both.sum()),
                     f"dice {names[0]}": float(a[both].mean()) if both.any() else math.nan,
                     f"dice {names[1]}": float(b[both].mean()) if both.any() else math.nan,
@@ -196,7 +197,10 @@ def format_efficacy_markdown(entries: Sequence[dict[str, Any]]) -> str:
     marks = {HELPS: " ▲", HURTS: " ▼", UNCLEAR: "", TOO_FEW: " (too few cases)"}
     names = _run_names(entries)
     cases = max((entry["cases"] for entry in entries), default=0)
+    splits = ", ".join(dict.fromkeys(str(entry.get("split", "not recorded")) for entry in entries))
     lines = [
+        f"Split: {splits}.",
+        "",
         f"Dice difference ({names[0]} − {names[1]}), mean over up to {cases} cases [paired t 95 % interval]; "
         f"▲ helps, ▼ hurts: Holm-corrected paired t-test p < {ALPHA} over the {len(entries)} cells; no verdict "
         f"under {MIN_CASES} cases.",

@@ -3,7 +3,7 @@
 For each value of the generator's ``shared`` knob (0: each region shows only in its teacher modality;
 1: every modality shows it equally) a dataset is made and the KD ablation is run on it. The KD gain of
 a region is the Dice difference (with CKD − without) of the *student* single-modality inputs (every
-modality but the region's teacher), averaged per case over the students, with a paired bootstrap
+modality but the region's teacher), averaged per case over the students, with a paired t
 interval over cases. The hypothesis predicts a gain that grows with the shared fraction and vanishes
 or turns negative when the decisive signal is teacher-specific.
 """
@@ -111,7 +111,7 @@ def _plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
 def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "KD gain of the student single-modality inputs (Dice with CKD − without), mean over test cases "
-        "[paired bootstrap 95 % interval]; CKA = mean student-teacher linear CKA of bottleneck features in the "
+        "[paired t 95 % interval over cases]; CKA = mean student-teacher linear CKA of bottleneck features in the "
         "tumour (with / without CKD).",
         "",
         "| shared | "

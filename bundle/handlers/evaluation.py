@@ -131,6 +131,7 @@ class CombinationEvaluator(Engine):
                 "case": case,
                 "combination": combination_name(combination),
                 "n_modalities": len(combination),
+                "split": self.split,
             }
             for name, values in metrics.items():
                 for region in REPORT_REGIONS:
