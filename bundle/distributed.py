@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from bundle.errors import InputError
 
-__all__ = ["init_distributed"]
+__all__ = ["init_distributed", "unwrap"]
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -45,3 +45,12 @@ def init_distributed() -> int:
     if rank > 0:
         logging.getLogger().setLevel(logging.WARNING)
     return rank
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper; ``network`` otherwise.
+
+    Validation passes run on it: every process scores its own cases, with no gradient synchronisation.
+    """
+    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    return network.module if isinstance(network, wrappers) else network

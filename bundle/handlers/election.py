@@ -16,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.distributed import unwrap
 from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
 from bundle.handlers.report import format_teachers
@@ -224,10 +225,7 @@ class ElectionHandler:
             )
         if reelect_every < 0:
             raise InputError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
-        # a DDP model is validated as its module: every process scores its own cases, no gradient sync
-        self.network = (
-            network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
-        )
+        self.network = unwrap(network)
         self.data_loader = data_loader
         self.inferer = inferer
         self.modalities = check_modalities(modalities)

@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.distributed import unwrap
 from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
 from bundle.modalities import check_modalities, combination_masks
@@ -61,9 +62,7 @@ class CombinationDiceHandler:
         modalities: Sequence[str],
         device: torch.device | str = "cpu",
     ) -> None:
-        self.network = (
-            network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
-        )
+        self.network = unwrap(network)
         self.data_loader = data_loader
         self.inferer = inferer
         self.masks = combination_masks(check_modalities(modalities))
