@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from bundle.data import case_name, discover_cases, load_datalist, make_dataset, split_cases
+from bundle.data import case_name, discover_cases, file_stem, load_datalist, make_dataset, split_cases
 from tests.conftest import BUNDLE_ROOT, stacked_case
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
@@ -175,3 +175,16 @@ class TestCaseName(unittest.TestCase):
     )
     def test_case_name(self, _, data, expected):
         self.assertEqual(case_name(data, default="fallback"), expected)
+
+
+class TestFileStem(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("BRATS_001.nii.gz", "BRATS_001"),
+            ("/data/Pat.00/Pat.00_flair.nii.gz", "Pat.00_flair"),
+            ("Pat.01_flair.nii", "Pat.01_flair"),
+            ("case.v2", "case.v2"),
+        ]
+    )
+    def test_only_the_nifti_extension_goes(self, path, stem):
+        self.assertEqual(file_stem(path), stem)

@@ -45,8 +45,15 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def file_stem(path: str | os.PathLike) -> str:
-    """File name without its NIfTI extensions: ``BRATS_001.nii.gz`` -> ``BRATS_001``."""
-    return Path(str(path)).name.split(".")[0]
+    """File name without its NIfTI extension only: ``BRATS_001.nii.gz`` -> ``BRATS_001``, ``Pat.00_t1.nii`` -> ``Pat.00_t1``.
+
+    Dots inside a name are kept, so cases ``Pat.00`` and ``Pat.01`` keep distinct output names.
+    """
+    name = Path(str(path)).name
+    for extension in (".nii.gz", ".nii"):
+        if name.endswith(extension):
+            return name[: -len(extension)]
+    return name
 
 
 def case_name(data: Mapping, default: str = "case", case_key: str = "case", image_key: str = "image") -> str:
