@@ -15,6 +15,11 @@ DROPPING_SCHEDULES = ("lckd", "uniform15", "none")
 subset; ``none``: every present sequence."""
 
 
+def _check_schedule(schedule: str) -> None:
+    if schedule not in DROPPING_SCHEDULES:
+        raise InputError(f"dropping must be one of {list(DROPPING_SCHEDULES)}, got {schedule!r}.")
+
+
 def draw_kept_sequences(present: torch.Tensor, schedule: str, rng: np.random.Generator) -> torch.Tensor:
     """Which of each sample's present sequences a training step keeps.
 
@@ -40,8 +45,7 @@ def draw_kept_sequences(present: torch.Tensor, schedule: str, rng: np.random.Gen
         >>> bool((kept[0] == kept[1]).all()), 1 <= int(kept[0].sum()) <= 3
         (True, True)
     """
-    if schedule not in DROPPING_SCHEDULES:
-        raise InputError(f"dropping must be one of {list(DROPPING_SCHEDULES)}, got {schedule!r}.")
+    _check_schedule(schedule)
     present = present.to(torch.bool).cpu()
     if schedule == "none":
         return present.clone()
@@ -87,8 +91,7 @@ class ModalityDropping:
         image_key: str = "image",
         mask_key: str = "mask",
     ) -> None:
-        if schedule not in DROPPING_SCHEDULES:
-            raise InputError(f"dropping must be one of {list(DROPPING_SCHEDULES)}, got {schedule!r}.")
+        _check_schedule(schedule)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise InputError(
                 f"warmup_epochs must be an int >= 0 (0: drop from the first epoch), got {warmup_epochs!r}."
