@@ -1,11 +1,18 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write keeps the old one."""
+"""File I/O of the bundle: atomic writes (a reader never sees a half-written file, and a failed write keeps the
+old one), JSON and checkpoint reading with errors that name the file, and what makes a path unreadable."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
+import re
+import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -13,13 +20,99 @@ import torch
 
 from bundle.errors import InputError, InputFileError
 
-__all__ = ["atomic_write", "atomic_write_json", "read_json", "load_checkpoint", "load_network", "update_checkpoint"]
+__all__ = [
+    "unreadable_reason",
+    "lock_folder",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_save",
+    "atomic_save_nifti",
+    "publish_files",
+    "read_json",
+    "load_checkpoint",
+    "load_network",
+    "mismatch_error",
+    "update_checkpoint",
+]
+
+
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+    """Why something at ``path`` cannot be read as a file, or ``None`` when it is a readable regular file.
+
+    Only an absent name means "no file"; a folder, a dangling symlink, a symlink loop, a device or a
+    file without read permission at that name is a problem the user must fix, never a missing file.
+
+    Returns:
+        ``None``, ``"absent"``, or a phrase such as ``"a dangling symlink (to /x)"``.
+
+    Example:
+        >>> unreadable_reason("/nowhere/at/all.nii.gz")
+        'absent'
+    """
+    if not os.path.lexists(path):
+        return "absent"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop"
+        if error.errno == errno.ENOENT:
+            return f"a dangling symlink (to {os.readlink(path)})"
+        return f"not readable ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_HELD_LOCKS: dict[str, IO[str]] = {}
+
+
+def lock_folder(folder: str | os.PathLike, name: str = ".lock") -> Path:
+    """Hold an exclusive lock on ``folder`` until this process exits (``folder/.lock``, created).
+
+    A second training into the same ``ckpt_dir`` would silently replace the first one's best model;
+    with the lock it stops at once with an error naming the other process. The operating system drops
+    the lock when the process ends, however it ends, so a killed run never leaves a stale lock.
+
+    Returns:
+        The lock file.
+
+    Raises:
+        InputError: when another process holds the lock.
+    """
+    import fcntl
+
+    path = Path(folder) / name
+    if str(path.resolve()) in _HELD_LOCKS:
+        return path
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    file = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        holder = file.read().strip() or "unknown"
+        file.close()
+        raise InputError(
+            f"another run ({holder}) is writing to {folder}; wait for it to finish or stop it, or point --ckpt_dir "
+            "at another folder. Two trainings in one folder would overwrite each other's checkpoints."
+        ) from None
+    file.seek(0)
+    file.truncate()
+    file.write(f"pid {os.getpid()} on {os.uname().nodename}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    file.flush()
+    _HELD_LOCKS[str(path.resolve())] = file
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -51,6 +144,89 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return target
 
 
+def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> Path:
+    """Call ``save(temporary path)`` for a file beside ``path`` with the same extension, fsync it, rename it over ``path``.
+
+    For writers that take a file name, not an open file (nibabel picks the format from the extension).
+    A full disk or a kill leaves no empty or half-written file under ``path``, and an older one intact.
+
+    Raises:
+        OSError: when the write fails; the temporary file is removed.
+    """
+    target = Path(path)
+    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else target.suffix
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(handle)
+    try:
+        save(temp_name)
+        with open(temp_name, "rb") as file:
+            os.fsync(file.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_save_nifti(image: Any, path: str | os.PathLike) -> Path:
+    """``nibabel.save(image, path)`` atomically (see :func:`atomic_save`)."""
+    import nibabel as nib
+
+    return atomic_save(path, lambda temp_name: nib.save(image, temp_name))
+
+
+def publish_files(
+    contents: Mapping[str, bytes], output_dir: str | os.PathLike, name: str = "report"
+) -> dict[str, Path]:
+    """Write a set of files that readers must only ever see together: ``output_dir/name/<file>``.
+
+    The files go into a new folder ``output_dir/.name-versions/<time>-<random>/``; then the symlink
+    ``output_dir/name`` is pointed at it in one atomic rename, and older versions are deleted. A kill
+    or a failed write at any point leaves ``output_dir/name`` showing the complete old set or the
+    complete new one, never a mix.
+
+    Args:
+        contents: ``{file name: bytes}``.
+        output_dir: folder holding the set's link (created).
+        name: the link's name.
+
+    Returns:
+        ``{file name: path through the link}``.
+
+    Raises:
+        OSError: when a file cannot be written; the previous set is kept.
+        InputError: when ``output_dir/name`` is a real folder (from an older version), which is never replaced.
+    """
+    root = Path(output_dir)
+    link = root / name
+    if link.is_dir() and not link.is_symlink():
+        raise InputError(
+            f"{link} is a folder; move it away, the reports are written as a link to a new folder each time."
+        )
+    versions = root / f".{name}-versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=versions))
+    try:
+        for file_name, data in contents.items():
+            atomic_write(new / file_name, lambda file, data=data: file.write(data))
+        os.chmod(new, 0o777 & ~_umask())
+        temp_link = versions / f".link-{new.name}"
+        os.symlink(os.path.relpath(new, root), temp_link)
+        os.replace(temp_link, link)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    for old in versions.iterdir():
+        if old == new:
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    return {file_name: link / file_name for file_name in contents}
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
     text = json.dumps(obj, indent=4) + "\n"
@@ -69,21 +245,36 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code is unpickled).
+    """Load a checkpoint with ``weights_only=True``: a file holding Python code is refused, never run.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist, saying how to make one.
-        ValueError: when the file is not a readable checkpoint.
+        ValueError: when the file is not a readable checkpoint, or holds objects other than weights.
     """
-    if not Path(path).is_file():
+    reason = unreadable_reason(path)
+    if reason == "absent":
         raise InputFileError(
             f"checkpoint {path} does not exist; train first (python -m monai.bundle run --config_file configs/train.json) "
             "or point --ckpt_path at a trained model.pt."
         )
+    if reason:
+        raise InputError(f"checkpoint {path} is {reason}; point --ckpt_path at a trained model.pt.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise InputError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}).") from None
+        message = str(error)
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in message:
+            # PyTorch's own message suggests weights_only=False, which would run what the file holds: never repeat it
+            found = re.search(r"GLOBAL ([\w.]+)", message)
+            raise InputError(
+                f"{path} holds Python objects other than weights ({found.group(1) if found else 'unknown code'}) and "
+                "was refused unread: loading it could run code. Use a checkpoint this bundle wrote, from a source you trust."
+            ) from None
+        first_sentence = message.split(". ")[0].splitlines()[0][:160] if message else ""
+        raise InputError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {first_sentence}); "
+            "it is truncated or not a checkpoint: copy it again or train anew."
+        ) from None
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
     return checkpoint
@@ -102,13 +293,27 @@ def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu
     state = checkpoint.get("model", checkpoint)
     try:
         network.load_state_dict(state)
-    except RuntimeError as error:
-        detail = str(error).splitlines()
-        raise InputError(
-            f"{path} does not fit the network: {' '.join(detail[1:3]).strip() or detail[0]} ... "
-            "It was trained with other modalities, filters, kernel_size or strides: pass the values used in training."
-        ) from None
+    except RuntimeError:
+        raise mismatch_error(path, network.state_dict(), state) from None
     return checkpoint
+
+
+def mismatch_error(path: str | os.PathLike, expected: Mapping[str, Any], found: Mapping[str, Any]) -> InputError:
+    """The error for weights ``found`` in ``path`` that do not fit a network's state dict ``expected``."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    reshaped = [key for key in expected if key in found and tuple(expected[key].shape) != tuple(found[key].shape)]
+    example = ""
+    if reshaped:
+        key = reshaped[0]
+        example = f" (e.g. {key}: {list(found[key].shape)} in the file, {list(expected[key].shape)} here)"
+    elif missing or unexpected:
+        example = f" (e.g. {(missing or unexpected)[0]})"
+    return InputError(
+        f"{path} does not fit the network: {len(missing)} weights missing, {len(unexpected)} unexpected and "
+        f"{len(reshaped)} of another shape{example}. It was trained with other modalities, filters, kernel_size or "
+        "strides: pass the values used in training."
+    )
 
 
 def update_checkpoint(path: str | os.PathLike, key: str, value: Any) -> None:

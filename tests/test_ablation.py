@@ -19,9 +19,11 @@ class TestAblation(TinyDatasetTestCase):
                 self.assertTrue((out / name).is_file(), name)
             for arm in ("A_seed0", "A_seed1", "B_seed0", "B_seed1"):
                 self.assertTrue((out / arm / "models" / "model.pt").is_file())
-                self.assertTrue((out / arm / "eval" / "combinations.csv").is_file())
+                self.assertTrue((out / arm / "eval" / "report" / "combinations.csv").is_file())
             # each case's Dice is the mean of its two seeds' Dice
-            seeds = [read_case_rows(out / arm / "eval" / "combinations.csv") for arm in ("A_seed0", "A_seed1")]
+            seeds = [
+                read_case_rows(out / arm / "eval" / "report" / "combinations.csv") for arm in ("A_seed0", "A_seed1")
+            ]
             first = result["rows"]["with CKD"][0]
             self.assertAlmostEqual(first["dice_WT"], (seeds[0][0]["dice_WT"] + seeds[1][0]["dice_WT"]) / 2, places=5)
             self.assertEqual(result["names"], ("with CKD", "without CKD"))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
-from bundle.data import check_dataset, check_settings, check_writable, dataset_convention, load_datalist, make_dataset
+from bundle.data import check_dataset, dataset_convention, load_datalist, make_dataset
 from bundle.errors import InputError, InputFileError, input_error_of
 from bundle.handlers import AtomicDiskSaver, read_teachers, resume_from_latest
 from bundle.handlers.combinations import case_combination_metrics
@@ -32,6 +32,7 @@ from bundle.io import load_checkpoint, load_network
 from bundle.losses import LCKDLoss
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities, combination_masks
 from bundle.networks import LCKDNet
+from bundle.settings import check_settings, check_writable
 from bundle.transforms import StackModalitiesd
 from tests.conftest import BUNDLE_ROOT
 
@@ -239,21 +240,29 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("training_case_without_label", _no_label, r"has no label file"),
     (
         "patch_size_not_divisible_by_strides",
-        lambda root: check_settings([96, 100, 96], [1, 2, 2, 2, 2]),
+        lambda root: check_settings({"patch_size": [96, 100, 96], "strides": [1, 2, 2, 2, 2]}),
         r"axis 1 by 16.*e\.g\. 96 or 112",
     ),
-    ("patch_size_not_three_ints", lambda root: check_settings([128, 128], [1, 2]), r"three positive ints"),
+    (
+        "patch_size_not_three_ints",
+        lambda root: check_settings({"patch_size": [128, 128], "strides": [1, 2]}),
+        r"--patch_size must be a list of 3 whole numbers >= 1.*got \[128, 128\]",
+    ),
     (
         "batch_size_below_1",
-        lambda root: check_settings([32] * 3, [1, 2], batch_size=0),
-        r"batch_size must be >= 1, got 0",
+        lambda root: check_settings({"batch_size": 0}),
+        r"--batch_size must be a whole number >= 1; got 0",
     ),
     (
         "max_epochs_before_elect_epoch",
-        lambda root: check_settings([32] * 3, [1, 2], max_epochs=10, elect_epoch=50),
+        lambda root: check_settings({"max_epochs": 10, "elect_epoch": 50}),
         r"elect_epoch=50 is after the last epoch \(max_epochs=10\)",
     ),
-    ("negative_ckd_weight", lambda root: check_settings([32] * 3, [1, 2], ckd_weight=-0.1), r"ckd_weight must be >= 0"),
+    (
+        "negative_ckd_weight",
+        lambda root: check_settings({"ckd_weight": -0.1}),
+        r"--ckd_weight must be a number >= 0; got -0.1",
+    ),
     ("negative_ckd_weight_in_loss", lambda root: LCKDLoss(ckd_weight=-1.0), r"ckd_weight must be >= 0"),
     (
         "teachers_in_metadata_name_a_modality_the_model_lacks",
@@ -423,7 +432,7 @@ class TestCommandLine(unittest.TestCase):
             env = {k: v for k, v in os.environ.items() if k != "LCKD_TRACEBACK"}
             result = subprocess.run(
                 [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-                 "--dataset_dir", f"{tmp}/nowhere", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/eval"],
+                 "--dataset_dir", f"{tmp}/nowhere", "--patch_size", "[64, 64, 64]", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/eval"],
                 cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=300,
             )  # fmt: skip
         self.assertNotEqual(result.returncode, 0)

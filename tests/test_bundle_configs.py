@@ -155,6 +155,8 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 val_fraction=0.25,
                 **TINY_NETWORK,
             )
+            self.assertTrue((out / "report").is_symlink())
+            out = out / "report"
             with open(out / "combinations.csv") as file:
                 rows = list(csv.DictReader(file))
             cases = {row["case"] for row in rows}

@@ -11,8 +11,8 @@ import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
-from bundle.data import flag
 from bundle.networks import LCKDNet
+from bundle.settings import flag
 from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, TINY_NETWORK, TINY_OVERRIDES, TinyDatasetTestCase
 
 TINY = {k: v for k, v in TINY_NETWORK.items() if k != "mlflow"}
@@ -105,7 +105,7 @@ class TestBooleanKeysThroughMonaiBundleRun(TinyDatasetTestCase):
             self.assertTrue(any(key.startswith("encoders.3.") for key in weights))  # one encoder per sequence
             typo = self._train(work, "--resume", "maybe")
             self.assertNotEqual(typo.returncode, 0)
-            self.assertIn("error: --resume must be true or false (also 1/0, yes/no, on/off), got 'maybe'", typo.stderr)
+            self.assertIn("--resume must be true or false (also 1/0, yes/no, on/off); got 'maybe'", typo.stderr)
             self.assertNotIn("Traceback", typo.stderr)
 
 

@@ -98,5 +98,5 @@ class TestMLflowTracking(TinyDatasetTestCase):
                 hd95=False,
                 **{**TINY_NETWORK, "mlflow": False},
             )
-            self.assertTrue((work / "eval" / "summary.md").is_file())
+            self.assertTrue((work / "eval" / "report" / "summary.md").is_file())
             self.assertFalse((work / "eval" / "mlruns.db").exists())

@@ -107,7 +107,7 @@ class TestModelSelection(TinyDatasetTestCase):
             with self.assertRaises(Exception) as raised:
                 train(self.dataset, Path(tmp), max_epochs=1, elect_epoch=1, select_model="best")
             self.assertIn(
-                "select_model must be one of ['combinations', 'all_sequences', 'last'], got 'best'",
+                "--select_model must be one of ['combinations', 'all_sequences', 'last']; got 'best'",
                 str(input_error_of(raised.exception)),
             )
             self.assertFalse(any((Path(tmp) / "models").glob("*.pt")))

@@ -193,7 +193,11 @@ def ablate(
             logger.info(f"ablation run {work.name} ({name}): evaluating all combinations")
             run_bundle("evaluate.json", extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
             runs.append(
-                {"work": work, "settings": evaluate, "rows": read_case_rows(work / "eval" / "combinations.csv")}
+                {
+                    "work": work,
+                    "settings": evaluate,
+                    "rows": read_case_rows(work / "eval" / "report" / "combinations.csv"),
+                }
             )
         arms[name] = {**runs[0], "rows": average_seeds([run["rows"] for run in runs])}
     entries = compare_runs(arms[names[0]]["rows"], arms[names[1]]["rows"], names)

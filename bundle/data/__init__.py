@@ -10,7 +10,7 @@ from bundle.data.discovery import (
     split_cases,
 )
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
-from bundle.data.validation import check_dataset, check_settings, check_writable, flag
+from bundle.data.validation import check_dataset
 
 __all__ = [
     "LAYOUTS",
@@ -23,9 +23,6 @@ __all__ = [
     "load_datalist",
     "split_cases",
     "check_dataset",
-    "check_settings",
-    "check_writable",
-    "flag",
     "DEFAULT_TEACHERS",
     "make_case",
     "make_dataset",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bundle.errors import InputError, InputFileError
-from bundle.io import atomic_write_json, read_json
+from bundle.io import atomic_write_json, read_json, unreadable_reason
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
 __all__ = [
@@ -74,9 +76,11 @@ def case_name(data: Mapping, default: str = "case", case_key: str = "case", imag
 
 
 def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
+    """The case's file for ``name``: anything at that name, even a folder or a broken link, which the dataset
+    check then reports; only an absent name is a missing sequence."""
     for suffix in NIFTI_SUFFIXES:
         path = case_dir / f"{case_dir.name}{layout['separator']}{name}{suffix}"
-        if path.is_file():
+        if os.path.lexists(path):
             return path
     return None
 
@@ -138,11 +142,21 @@ def _discover_msd(root: Path, modalities: Sequence[str]) -> list[dict]:
             f"MSD Task01 images have 4 channels (FLAIR, T1w, T1gd, T2w); got modalities {list(modalities)}."
         )
     index = read_json(root / "dataset.json")
+    if not isinstance(index, dict) or not isinstance(index.get("training", []), list):
+        raise InputError(
+            f'{root / "dataset.json"} must be a JSON object whose "training" is a list of image/label entries '
+            "(the MSD Task01 format); restore the file from the dataset."
+        )
     cases = []
     for entry in index.get("training", []):
+        if not isinstance(entry, dict) or not {"image", "label"} <= set(entry):
+            raise InputError(
+                f"{root / 'dataset.json'} has a training entry without an image and a label ({entry!r}); "
+                'each must be {"image": "./imagesTr/<case>.nii.gz", "label": "./labelsTr/<case>.nii.gz"}.'
+            )
         image, label = root / entry["image"], root / entry["label"]
         for path in (image, label):
-            if not path.is_file():
+            if unreadable_reason(path) == "absent":
                 raise InputFileError(
                     f"{root / 'dataset.json'} lists {path}, which does not exist; restore it or remove the entry."
                 )
@@ -228,6 +242,32 @@ def _relative(item: dict, root: Path, keys: Sequence[str]) -> dict:
     return {k: os.path.relpath(v, root) if k in keys else v for k, v in item.items()}
 
 
+def _check_stored_datalist(stored: Any, path: Path) -> None:
+    """A datalist file's structure: an object of split -> list of case objects, no case in two splits."""
+    fix = f"fix it, or delete {path} to split the dataset again."
+    if not isinstance(stored, dict):
+        raise InputError(f"{path} holds a JSON {type(stored).__name__}, not an object of splits {list(SPLITS)}; {fix}")
+    problems = []
+    for split in SPLITS:
+        items = stored.get(split, [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            problems.append(f'"{split}" must be a list of case objects, got {json.dumps(items)[:60]}')
+    if problems:
+        raise InputError(f"{path}: {'; '.join(problems)}; {fix}")
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for item in stored.get(split, []):
+            case = str(item.get("case") or item.get("label") or item.get("image") or json.dumps(item))
+            if seen.get(case, split) != split:
+                problems.append(f"{case} ({seen[case]} and {split})")
+            seen.setdefault(case, split)
+    if problems:
+        raise InputError(
+            f"{path} puts cases in two splits: {', '.join(problems[:10])}; a case must be in one split only, "
+            f"else the model is scored on cases it trained on. {fix[0].upper()}{fix[1:]}"
+        )
+
+
 def load_datalist(
     dataset_dir: str | os.PathLike,
     datalist_file: str | os.PathLike | None = None,
@@ -255,6 +295,7 @@ def load_datalist(
     datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"
     if datalist_path.is_file():
         stored = read_json(datalist_path)
+        _check_stored_datalist(stored, datalist_path)
         if list(stored.get("modalities", modalities)) != list(modalities):
             raise InputError(
                 f"{datalist_path} was made for modalities {stored['modalities']}, but modalities is {list(modalities)}; "
@@ -266,7 +307,7 @@ def load_datalist(
                 for key in path_keys:
                     if key in item:
                         item[key] = str(root / item[key])
-                        if not os.path.isfile(item[key]):
+                        if unreadable_reason(item[key]) == "absent":
                             raise InputFileError(
                                 f"{datalist_path} names {item[key]} (case {item.get('case', '?')}, key {key!r}), "
                                 f"which does not exist; restore the file or delete {datalist_path} to split again."

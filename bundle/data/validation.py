@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -21,16 +20,30 @@ import nibabel as nib
 import numpy as np
 
 from bundle.errors import InputError
-from bundle.io import atomic_write_json, read_json
+from bundle.io import atomic_write_json, read_json, unreadable_reason
 from bundle.modalities import check_modalities
+from bundle.settings import device_memory
 from bundle.transforms.labels import LABEL_CONVENTIONS
 
-__all__ = ["check_dataset", "check_settings", "check_writable", "flag"]
+__all__ = ["check_dataset", "MAX_ABS_INTENSITY", "VOXEL_SIZE_RANGE", "MEMORY_FRACTION_PER_CASE"]
 
 logger = logging.getLogger(__name__)
 
 LABELLED_SPLITS = ("training", "validation")
 MAX_LISTED_PROBLEMS = 20
+
+MAX_ABS_INTENSITY = 1e7
+"""Largest intensity magnitude accepted: MRI intensities stay below 1e5; beyond 1e7 a value is a corrupt voxel
+(3e38 passes a NaN/Inf check but makes the loss NaN)."""
+
+VOXEL_SIZE_RANGE = (0.1, 10.0)
+"""Voxel sizes (mm) a brain MRI can have; outside it the header's affine is wrong (e.g. a zero affine)."""
+
+MEMORY_FRACTION_PER_CASE = 0.25
+"""A case resampled to ``pixdim`` (all sequences and the 3 label channels, float32) may use at most this
+fraction of the machine's memory; a header claiming 2000^3 voxels or 20 mm voxels is refused before reading."""
+
+LABEL_CHANNELS = 3
 
 
 def _is_nifti_path(value: Any) -> bool:
@@ -38,23 +51,63 @@ def _is_nifti_path(value: Any) -> bool:
 
 
 def _signature(path: str) -> str:
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    """Size, modification time, inode and inode change time: a file rewritten with its size and mtime restored
+    still changes its ctime, which no user call can set back."""
+    info = os.stat(path)
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}:{info.st_ctime_ns}"
 
 
 def _load(path: str, problems: list[str]) -> nib.spatialimages.SpatialImage | None:
-    if not os.path.isfile(path):
+    reason = unreadable_reason(path)
+    if reason == "absent":
         problems.append(
             f"{path} does not exist; restore it, or remove it from the datalist (delete datalist.json to split again)."
         )
         return None
+    if reason:
+        problems.append(
+            f"{path} is {reason}; only an absent file means a missing sequence: put the image there, or remove "
+            "the name to mark the sequence missing."
+        )
+        return None
     try:
-        return nib.load(path)
+        image = nib.load(path)
     except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib and gzip errors for foreign files
         problems.append(
             f"{path} is not a readable NIfTI image ({type(error).__name__}: {error}); re-export it as NIfTI (.nii.gz)."
         )
         return None
+    dtype = image.get_data_dtype()
+    if dtype.names is not None or dtype.kind not in "biuf":
+        problems.append(
+            f"{path} holds {'RGB' if dtype.names else dtype.name} voxels, not one grey value per voxel; export the "
+            "sequence as a scalar (grey-scale) NIfTI image."
+        )
+        return None
+    return image
+
+
+def _geometry_problem(
+    path: str, image: Any, shape: Sequence[int], pixdim: Sequence[float], sequences: int
+) -> str | None:
+    """A header whose voxel sizes are impossible, or whose grid resampled to ``pixdim`` would not fit in memory."""
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    low, high = VOXEL_SIZE_RANGE
+    if not np.isfinite(image.affine).all() or not all(low <= z <= high for z in zooms):
+        return (
+            f"{path} has voxel sizes {[round(z, 4) for z in zooms]} mm (affine {np.round(image.affine[:3, :3], 3).tolist()}); "
+            f"a brain MRI has {low}-{high} mm: the header's affine is wrong. Fix the header or export the image again."
+        )
+    resampled = [math.ceil(s * z / p) for s, z, p in zip(shape, zooms, pixdim)]
+    needed = math.prod(resampled) * (sequences + LABEL_CHANNELS) * 4
+    budget = MEMORY_FRACTION_PER_CASE * device_memory("cpu")
+    if needed > budget:
+        return (
+            f"{path} is {list(shape)} voxels of {[round(z, 2) for z in zooms]} mm: resampled to pixdim {list(pixdim)} it "
+            f"becomes {resampled}, about {needed / 2**30:.1f} GB per case, more than {MEMORY_FRACTION_PER_CASE:.0%} of "
+            f"this machine's {device_memory('cpu') / 2**30:.1f} GB. Check the header, crop the image, or raise pixdim."
+        )
+    return None
 
 
 def _spatial_shape(path: str, image: Any, channels: int | None, problems: list[str]) -> tuple[int, ...] | None:
@@ -104,6 +157,13 @@ def _check_voxels(path: str, image: Any, label_values: Sequence[int] | None, pro
                 "re-export the image, or replace them (e.g. numpy.nan_to_num) before training."
             )
             return False
+    absurd = np.abs(data.astype(np.float64, copy=False)) > MAX_ABS_INTENSITY
+    if absurd.any():
+        problems.append(
+            f"{path} has {int(absurd.sum())} voxels beyond +-{MAX_ABS_INTENSITY:g} (largest {float(np.abs(data).max()):.3g}); "
+            "MRI intensities stay far below that: the file is corrupt. Export it again, or clip those voxels."
+        )
+        return False
     if not data.any():
         problems.append(
             f"{path} is all zero. A missing sequence is a missing file: delete it (the case then counts the sequence "
@@ -119,6 +179,7 @@ def _check_case(
     modalities: Sequence[str],
     label_values: Sequence[int],
     affine_tolerance: float,
+    pixdim: Sequence[float],
     checked: dict[str, str],
     problems: list[str],
 ) -> None:
@@ -154,6 +215,10 @@ def _check_case(
         shape = _spatial_shape(path, image, channels, problems)
         if shape is None:
             continue
+        geometry = _geometry_problem(path, image, shape, pixdim, len(modalities))
+        if geometry:
+            problems.append(geometry)
+            continue
         affine = np.asarray(image.affine, dtype=np.float64)
         if reference is None:
             reference = (path, shape, affine)
@@ -185,6 +250,7 @@ def check_dataset(
     affine_tolerance: float = 1e-3,
     cache_file: str | os.PathLike | None = None,
     for_training: bool = False,
+    pixdim: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> Mapping[str, Sequence[Mapping[str, Any]]]:
     """Check every file of ``datalist`` before a workflow uses it; return ``datalist`` unchanged.
 
@@ -192,12 +258,18 @@ def check_dataset(
     volume per modality); a case's sequences and label share one shape and affine (within
     ``affine_tolerance``); images have no NaN or Inf and are not all zero; labels only hold the
     values of ``label_convention`` (an empty label is valid); training and validation cases have a
-    label; every case has at least one sequence. With ``for_training``, every modality also has a file in
-    at least one training case (a model cannot learn a sequence it never sees); elsewhere a sequence
-    absent from every case is normal: a site that never acquires it, or one new patient without it.
+    label; every case has at least one sequence. Only an absent file is a missing sequence: a folder,
+    broken link or unreadable file at a sequence's name is a problem. Images hold grey values (not RGB
+    or complex) of magnitude at most :data:`MAX_ABS_INTENSITY`; voxel sizes lie in
+    :data:`VOXEL_SIZE_RANGE`, and a case resampled to ``pixdim`` fits in memory (estimated from the
+    headers, before any voxel is read). With ``for_training``, the training and validation splits are
+    not empty and every modality has a file in at least one training case (a model cannot learn a
+    sequence it never sees); elsewhere a sequence absent from every case is normal: a site that never
+    acquires it, or one new patient without it.
 
     Reading every voxel is the slow part, so files that passed are recorded in ``cache_file`` with
-    their size and modification time and skipped by later runs until they change.
+    their size, modification time, inode and inode change time, and skipped by later runs until any
+    of them changes.
 
     Args:
         datalist: ``{"training": [...], "validation": [...], "test": [...]}`` as from ``load_datalist``.
@@ -205,7 +277,8 @@ def check_dataset(
         label_convention: a key of ``LABEL_CONVENTIONS``: the label values on disk.
         affine_tolerance: largest allowed difference between the affines of one case's files.
         cache_file: JSON file of files already checked; ``None`` checks everything every time.
-        for_training: check that each modality occurs in the training split (train.json sets it).
+        for_training: check the splits a training needs (train.json sets it).
+        pixdim: voxel size (mm) the workflow resamples to, for the memory estimate.
 
     Returns:
         ``datalist``.
@@ -227,8 +300,16 @@ def check_dataset(
     start = time.monotonic()
     cases = [(split, item) for split, items in datalist.items() if isinstance(items, (list, tuple)) for item in items]
     for split, item in cases:
-        _check_case(item, split, modalities, label_values, affine_tolerance, checked, problems)
+        _check_case(item, split, modalities, label_values, affine_tolerance, pixdim, checked, problems)
     training = [item for split, item in cases if split == "training"]
+    if for_training:
+        for split, purpose in (("training", "train on"), ("validation", "validate and elect teachers on")):
+            if not datalist.get(split):
+                problems.insert(
+                    0,
+                    f"the {split} split is empty, so training has nothing to {purpose}; set val_fraction > 0 and "
+                    f"keep cases for training, or list cases under {split!r} in the datalist file.",
+                )
     if for_training and training and not any("image" in item for item in training):
         absent = [m for m in modalities if not any(m in item for item in training)]
         if absent:
@@ -251,112 +332,3 @@ def check_dataset(
         raise InputError(f"{len(problems)} problem(s) in the dataset:\n  - {listed}{more}")
     logger.info(f"dataset check: {len(cases)} cases passed in {time.monotonic() - start:.1f} s")
     return datalist
-
-
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off")
-
-
-def flag(value: Any, key: str) -> bool:
-    """A boolean setting as written in a config or on the command line, read strictly.
-
-    ``python -m monai.bundle run --resume false`` hands the string ``"false"``, which Python reads as
-    true; configs read every boolean key through this function instead.
-
-    Args:
-        value: a bool, 0 or 1, or one of true/false, 1/0, yes/no, on/off in any case.
-        key: the setting's name, for the error message.
-
-    Raises:
-        InputError: for any other value, naming the key and the allowed values.
-
-    Example:
-        >>> flag("False", "resume"), flag(1, "mlflow"), flag(True, "amp")
-        (False, True, True)
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    raise InputError(f"--{key} must be true or false (also 1/0, yes/no, on/off), got {value!r}.")
-
-
-def check_writable(*folders: str | os.PathLike) -> None:
-    """Create each folder if needed and check a file can be written there.
-
-    Raises:
-        InputError: naming the folder and the reason.
-    """
-    for folder in folders:
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise InputError(
-                f"cannot write to {folder} ({error.strerror or error}); point it at a writable folder "
-                "(e.g. --ckpt_dir, --output_dir) or fix its permissions."
-            ) from None
-
-
-def check_settings(
-    patch_size: Sequence[int],
-    strides: Sequence[int | Sequence[int]],
-    batch_size: int = 1,
-    max_epochs: int | None = None,
-    elect_epoch: int | None = None,
-    ckd_weight: float = 0.0,
-    writable: Sequence[str | os.PathLike] = (),
-    warmup_epochs: int = 0,
-) -> None:
-    """Check a workflow's numeric settings and output folders before anything expensive runs.
-
-    Args:
-        patch_size: training patch and sliding-window size; each axis a multiple of the network's
-            total downsampling (the product of ``strides`` along it).
-        strides: the network's strides per level (ints or per-axis lists).
-        batch_size: at least 1.
-        max_epochs: at least 1, and at least ``elect_epoch`` (else no teacher is ever elected).
-        elect_epoch: epoch of the first teacher election.
-        ckd_weight: weight of the distillation loss, >= 0.
-        writable: folders the workflow writes to.
-        warmup_epochs: epochs before modality dropping starts; fewer than ``max_epochs``, else the model
-            never trains on a missing sequence.
-
-    Raises:
-        InputError: for the first setting out of range, with the allowed values.
-
-    Example:
-        >>> check_settings([128, 128, 128], [1, 2, 2, 2, 2], batch_size=2, max_epochs=300, elect_epoch=50)
-    """
-    if isinstance(patch_size, int) or len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
-        raise InputError(f"patch_size must be three positive ints, e.g. [128, 128, 128]; got {patch_size}.")
-    factors = [math.prod(s[axis] if isinstance(s, (list, tuple)) else s for s in strides) for axis in range(3)]
-    for axis, (size, factor) in enumerate(zip(patch_size, factors)):
-        if size % factor:
-            lower = max(factor, size // factor * factor)
-            raise InputError(
-                f"patch_size {list(patch_size)} is not divisible along axis {axis} by {factor}, the network's total "
-                f"downsampling (product of strides {list(strides)}); use a multiple of {factor}, e.g. {lower} or "
-                f"{lower + factor}."
-            )
-    if int(batch_size) < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_epochs is not None and int(max_epochs) < 1:
-        raise InputError(f"max_epochs must be >= 1, got {max_epochs}.")
-    if max_epochs is not None and elect_epoch is not None and int(elect_epoch) > int(max_epochs):
-        raise InputError(
-            f"elect_epoch={elect_epoch} is after the last epoch (max_epochs={max_epochs}): no teacher would be "
-            "elected and distillation would never run. Lower elect_epoch or raise max_epochs."
-        )
-    if float(ckd_weight) < 0:
-        raise InputError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
-    if max_epochs is not None and int(warmup_epochs) >= int(max_epochs):
-        raise InputError(
-            f"warmup_epochs={warmup_epochs} is not before the last epoch (max_epochs={max_epochs}): the model would "
-            "never train with a missing sequence. Lower warmup_epochs (the official recipe: about 40 % of the "
-            "training) or raise max_epochs."
-        )
-    check_writable(*writable)

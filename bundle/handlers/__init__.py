@@ -1,4 +1,11 @@
-from bundle.handlers.checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, latest_checkpoint, resume_from_latest
+from bundle.handlers.checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    CheckedCheckpointLoader,
+    latest_checkpoint,
+    non_finite_entries,
+    resume_from_latest,
+)
 from bundle.handlers.combinations import (
     BRATS_HD95_PENALTY,
     LESION_HD95_PENALTY,
@@ -13,6 +20,7 @@ from bundle.handlers.election import (
     bootstrap_win_rate,
     elect_teachers,
     format_election,
+    read_metadata,
     read_teachers,
     undecided_regions,
     update_metadata,
@@ -23,6 +31,7 @@ from bundle.handlers.evaluation import (
     summarize_combinations,
     write_combination_reports,
 )
+from bundle.handlers.guards import ReraiseErrors, StopOnNonFiniteLoss, batch_cases
 from bundle.handlers.report import (
     LOSS_TERMS,
     format_region_dice,
@@ -38,11 +47,16 @@ from bundle.handlers.tracking import TaggedMLFlowHandler
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "CheckedCheckpointLoader",
+    "non_finite_entries",
     "latest_checkpoint",
     "resume_from_latest",
     "DROPPING_SCHEDULES",
     "ModalityDropping",
     "draw_kept_sequences",
+    "ReraiseErrors",
+    "StopOnNonFiniteLoss",
+    "batch_cases",
     "BRATS_HD95_PENALTY",
     "region_scores",
     "LESION_HD95_PENALTY",
@@ -57,6 +71,7 @@ __all__ = [
     "bootstrap_win_rate",
     "elect_teachers",
     "format_election",
+    "read_metadata",
     "read_teachers",
     "undecided_regions",
     "update_metadata",

@@ -15,15 +15,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.networks.utils import get_state_dict
 
 from bundle.errors import InputError
-from bundle.io import atomic_write, load_checkpoint
+from bundle.io import atomic_write, load_checkpoint, mismatch_error
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "latest_checkpoint", "resume_from_latest"]
+__all__ = [
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+    "CheckedCheckpointLoader",
+    "non_finite_entries",
+    "latest_checkpoint",
+    "resume_from_latest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,13 @@ class AtomicDiskSaver(DiskSaver):
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         written = self.filename or filename
+        poisoned = non_finite_entries(checkpoint.get("model", {}))
+        if poisoned:
+            raise InputError(
+                f"refusing to write {Path(self.dirname) / written}: {len(poisoned)} weight tensors of the model hold NaN "
+                f"or Inf (e.g. {poisoned[0]}); the previous checkpoint is kept. Training diverged: lower learning_rate "
+                "or turn amp off, and run again."
+            )
         super().__call__(checkpoint, written, metadata)
         for old in dict.fromkeys(self.replaced):
             if old != written and (Path(self.dirname) / old).exists():
@@ -82,6 +97,34 @@ class AtomicCheckpointSaver(CheckpointSaver):
         """Delete ``filename`` (in ``save_dir``) once the next periodic checkpoint is written, e.g. the one resumed from."""
         if self._interval_checkpoint is not None:
             self._interval_checkpoint.save_handler.remove(filename)
+
+
+def non_finite_entries(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI ``CheckpointLoader`` (same arguments) whose bad files give one-line errors, not tracebacks.
+
+    The file is read first with :func:`bundle.io.load_checkpoint`: a missing, truncated or foreign file,
+    or one holding Python code (refused unread), is named with the fix; weights of another network say
+    which settings to pass.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        checkpoint = load_checkpoint(self.load_path, self.map_location)
+        try:
+            super().__call__(engine)
+        except RuntimeError:
+            model = self.load_dict.get("model")
+            if model is None:
+                raise
+            raise mismatch_error(self.load_path, get_state_dict(model), checkpoint.get("model", checkpoint)) from None
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
@@ -27,6 +29,7 @@ __all__ = [
     "elect_teachers",
     "undecided_regions",
     "bootstrap_win_rate",
+    "read_metadata",
     "update_metadata",
     "read_teachers",
     "format_election",
@@ -127,9 +130,29 @@ def bootstrap_win_rate(
     return rates
 
 
+def read_metadata(metadata_file: str | os.PathLike, writable: bool = False) -> dict[str, Any]:
+    """A bundle's metadata.json, checked to be a JSON object (and, with ``writable``, one the election can update).
+
+    Raises:
+        InputError: naming the file, what is wrong and the fix.
+    """
+    metadata = read_json(metadata_file)
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("lckd", {}), dict):
+        raise InputError(
+            f'{metadata_file} must be a JSON object (a bundle\'s metadata, with an optional "lckd" object), got '
+            f"{json.dumps(metadata)[:60]}; restore it from the bundle (git checkout configs/metadata.json)."
+        )
+    if writable and not (os.access(metadata_file, os.W_OK) and os.access(Path(metadata_file).parent, os.W_OK)):
+        raise InputError(
+            f"{metadata_file} is read-only, but the teacher election writes the teacher set into it; make it and "
+            "its folder writable, or point --metadata_file at a writable copy."
+        )
+    return metadata
+
+
 def update_metadata(metadata_file: str | os.PathLike, block: Mapping[str, Any], key: str = "lckd") -> None:
     """Set ``metadata[key] = block`` in a bundle's metadata.json atomically, keeping every other key."""
-    metadata = read_json(metadata_file)
+    metadata = read_metadata(metadata_file)
     metadata[key] = dict(block)
     atomic_write_json(metadata_file, metadata)
 
@@ -145,7 +168,7 @@ def read_teachers(
     Raises:
         InputError: when the recorded teachers name a region or a modality this model does not have.
     """
-    teachers = read_json(metadata_file).get(key, {}).get("teachers")
+    teachers = read_metadata(metadata_file).get(key, {}).get("teachers")
     if teachers is None:
         return None
     try:

@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from monai.handlers import MLFlowHandler
 from torch import nn
 
 from bundle.data import case_name
+from bundle.errors import InputError
 from bundle.handlers.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY, case_combination_metrics
-from bundle.io import atomic_write
+from bundle.io import atomic_write, publish_files
 from bundle.modalities import (
     NETWORK_REGIONS,
     REPORT_REGIONS,
@@ -31,6 +33,7 @@ from bundle.modalities import (
 
 __all__ = [
     "CombinationEvaluator",
+    "REPORT_FOLDER",
     "summarize_combinations",
     "format_summary_markdown",
     "write_combination_reports",
@@ -43,15 +46,18 @@ logger = logging.getLogger(__name__)
 
 AVERAGE = "average of combinations"
 
+REPORT_FOLDER = "report"
+"""The evaluation's report files are published together as ``<output_dir>/report/`` (a link swapped atomically)."""
+
 
 class CombinationEvaluator(Engine):
     """Ignite engine that evaluates every case under each of the ``2**N - 1`` modality combinations.
 
     One iteration is one case: Dice (and HD95) per region for every combination, in the fixed order of
-    :func:`bundle.modalities.modality_combinations`. On completion it writes to ``output_dir``:
+    :func:`bundle.modalities.modality_combinations`. On completion it publishes ``output_dir/report/``:
     ``combinations.csv`` (one row per case x combination), ``summary.csv`` and ``summary.md`` (mean and
     std per combination and region, and the average over the combinations, as the LCKD paper reports)
-    and ``combinations.png`` (a Dice heatmap), each written atomically. Handlers (e.g. MONAI's
+    and ``combinations.png`` (a Dice heatmap), the four replaced together (:func:`write_combination_reports`). Handlers (e.g. MONAI's
     ``StatsHandler``) attach to it like to any Ignite engine.
 
     Args:
@@ -298,7 +304,18 @@ def write_files(contents: dict[str, bytes], output_dir: str | os.PathLike) -> di
 def write_combination_reports(
     rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike, split: str = "unnamed split"
 ) -> dict[str, Path]:
-    """Write combinations.csv, summary.csv, summary.md and combinations.png atomically; return their paths."""
+    """Publish combinations.csv, summary.csv, summary.md and combinations.png together as ``output_dir/report/``.
+
+    The four files change together (:func:`bundle.io.publish_files`). When they cannot be written there
+    (a folder that became read-only, a full disk), they are written to a new temporary folder instead and
+    the error names it, so the computed metrics are never lost.
+
+    Returns:
+        ``{file name: path}``.
+
+    Raises:
+        InputError: when ``output_dir`` could not take the report (naming where it went instead).
+    """
     entries = [entry for entry in summary if entry["combination"] != AVERAGE]
     values = np.array([[entry[f"dice_{r}_mean"] for r in REPORT_REGIONS] for entry in entries], dtype=float)
     contents = {
@@ -309,4 +326,12 @@ def write_combination_reports(
             values, [e["combination"] for e in entries], f"Dice per modality combination ({split} split)"
         ),
     }
-    return write_files(contents, output_dir)
+    try:
+        return publish_files(contents, output_dir, REPORT_FOLDER)
+    except OSError as error:
+        fallback = write_files(contents, tempfile.mkdtemp(prefix="lckd-report-"))
+        raise InputError(
+            f"could not write the report into {Path(output_dir) / REPORT_FOLDER} ({error.strerror or error}); the "
+            f"computed report was saved in {Path(fallback['summary.md']).parent} instead. Make {output_dir} writable "
+            "(or free disk space) before the next evaluation."
+        ) from None

@@ -1,5 +1,6 @@
 from bundle.transforms.labels import LABEL_CONVENTIONS, RegionsToLabelsd, label_mapping
-from bundle.transforms.modality import LoadSequencesd, RecordModalitiesd, StackModalitiesd
+from bundle.transforms.modality import LoadSequencesd, RecordModalitiesd, StackModalitiesd, write_modalities_record
+from bundle.transforms.saving import AtomicNibabelWriter, AtomicSaveImaged
 
 __all__ = [
     "LABEL_CONVENTIONS",
@@ -8,4 +9,7 @@ __all__ = [
     "LoadSequencesd",
     "StackModalitiesd",
     "RecordModalitiesd",
+    "write_modalities_record",
+    "AtomicNibabelWriter",
+    "AtomicSaveImaged",
 ]

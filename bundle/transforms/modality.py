@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bundle.errors import InputError
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
-__all__ = ["LoadSequencesd", "StackModalitiesd", "RecordModalitiesd"]
+__all__ = ["LoadSequencesd", "StackModalitiesd", "RecordModalitiesd", "write_modalities_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +135,28 @@ def _source(image: torch.Tensor) -> str:
     return "image"
 
 
+def write_modalities_record(
+    output_dir: str | os.PathLike, case: str, used: Sequence[str], missing: Sequence[str]
+) -> Path:
+    """Write ``<output_dir>/<case>_modalities.json`` atomically: the sequences a case's segmentation used and lacked."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"case": case, "modalities_used": list(used), "modalities_missing": list(missing)}
+    return atomic_write_json(folder / f"{case}_modalities.json", record)
+
+
 class RecordModalitiesd(MapTransform):
     """Log which sequences a case's prediction used and write them to a JSON sidecar.
 
     For each case it writes ``<output_dir>/<case>_modalities.json`` (atomically) with the sequences used
-    and missing, so a segmentation can always be traced back to its inputs.
+    and missing, so a segmentation can always be traced back to its inputs. Place it after the
+    transform that saves the segmentation, so that a sidecar only exists beside a written segmentation.
 
     Args:
         mask_key: key of the ``(N,)`` bool presence mask.
         modalities: sequence names in channel order.
-        output_dir: folder of the sidecars (created).
+        output_dir: folder of the sidecars (created); ``None`` only logs (the MONAI Deploy app writes
+            them itself, after its segmentation).
         case_key: key of the case name; when absent, the image file name is used.
         image_key: key of the image whose ``filename_or_obj`` names the case otherwise.
     """
@@ -152,7 +165,7 @@ class RecordModalitiesd(MapTransform):
         self,
         mask_key: str = "mask",
         modalities: Sequence[str] = DEFAULT_MODALITIES,
-        output_dir: str = ".",
+        output_dir: str | None = ".",
         case_key: str = "case",
         image_key: str = "image",
     ) -> None:
@@ -169,10 +182,7 @@ class RecordModalitiesd(MapTransform):
         case = case_name(d, default=self.image_key, case_key=self.case_key, image_key=self.image_key)
         used = [m for m, present in zip(self.modalities, mask) if present]
         missing = [m for m, present in zip(self.modalities, mask) if not present]
-        folder = Path(self.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            folder / f"{case}_modalities.json", {"case": case, "modalities_used": used, "modalities_missing": missing}
-        )
+        if self.output_dir is not None:
+            write_modalities_record(self.output_dir, case, used, missing)
         logger.info(f"{case}: segmented from {'+'.join(used)}" + (f" (missing {'+'.join(missing)})" if missing else ""))
         return d

@@ -1,0 +1,435 @@
+"""Check a workflow's settings before anything runs: every key's type and range, the command line's key names,
+the memory one step needs, and the folders it writes.
+
+``python -m monai.bundle run`` hands command-line values over as Python literals (``--max_epochs 2.5`` is a
+float, ``--resume false`` the string ``"false"``) and accepts any key, so a typo such as ``--max_epoch 2``
+would otherwise pass unnoticed. Each config's ``initialize`` calls :func:`check_settings` with its
+settings, which lists every problem in one error before any data is read.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import inspect
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bundle.errors import InputError
+from bundle.modalities import check_modalities
+
+__all__ = [
+    "BOOLEAN_KEYS",
+    "TRAINING_BYTES_PER_VOXEL",
+    "INFERENCE_BYTES_PER_VOXEL",
+    "flag",
+    "check_settings",
+    "check_writable",
+    "check_command_line",
+    "rules",
+    "device_memory",
+    "step_memory",
+]
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+BOOLEAN_KEYS = (
+    "resume",
+    "mlflow",
+    "shared_encoder",
+    "amp",
+    "distributed",
+    "channels_last",
+    "compile",
+    "hd95",
+    "lesion_wise",
+)
+"""Keys read through :func:`flag`."""
+
+TRAINING_BYTES_PER_VOXEL = 48
+"""Peak memory of one training step, in bytes per patch voxel, per sample, per sequence and per filter of the
+first level (measured on CPU in float32: 3.1 kB per voxel and sample with 4 sequences and 16 filters, at 64^3
+and 96^3 patches)."""
+
+INFERENCE_BYTES_PER_VOXEL = 19
+"""The same for one sliding-window batch without gradients (1.2 kB per voxel and window, measured alike)."""
+
+
+def flag(value: Any, key: str) -> bool:
+    """A boolean setting as written in a config or on the command line, read strictly.
+
+    ``python -m monai.bundle run --resume false`` hands the string ``"false"``, which Python reads as
+    true; configs read every boolean key through this function instead.
+
+    Args:
+        value: a bool, 0 or 1, or one of true/false, 1/0, yes/no, on/off in any case.
+        key: the setting's name, for the error message.
+
+    Raises:
+        InputError: for any other value, naming the key and the allowed values.
+
+    Example:
+        >>> flag("False", "resume"), flag(1, "mlflow"), flag(True, "amp")
+        (False, True, True)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise InputError(f"--{key} must be true or false (also 1/0, yes/no, on/off), got {value!r}.")
+
+
+def _whole(minimum: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"a whole number >= {minimum}"
+        return None
+
+    return check
+
+
+def _number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = True) -> Callable:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low)
+        if high is not None:
+            ok = ok and (value < high if high_open else value <= high)
+        if ok:
+            return None
+        lower = f"{'>' if low_open else '>='} {low}"
+        return f"a number {lower}" + (f" and {'<' if high_open else '<='} {high}" if high is not None else "")
+
+    return check
+
+
+def _choice(allowed: Sequence[str]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in allowed else f"one of {list(allowed)}"
+
+
+def _ints(length: int | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        items = value if isinstance(value, (list, tuple)) else None
+        if items and (length is None or len(items) == length) and all(_whole(1)(v) is None for v in items):
+            return None
+        return f"a list of {length or 'one or more'} whole numbers >= 1" + (", e.g. [128, 128, 128]" if length else "")
+
+    return check
+
+
+def _levels(value: Any) -> str | None:
+    """kernel_size and strides: one int or one [x, y, z] list per level."""
+    if isinstance(value, (list, tuple)) and value and all(_whole(1)(v) is None or _ints(3)(v) is None for v in value):
+        return None
+    return "a list with one whole number >= 1 (or one [x, y, z] list) per network level"
+
+
+def _spacing(value: Any) -> str | None:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(_number(0, low_open=True)(v) is None for v in value)
+    ):
+        return None
+    return "three voxel sizes in mm, each > 0, e.g. [1.0, 1.0, 1.0]"
+
+
+def _device(value: Any) -> str | None:
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        return "a torch device such as 'cpu' or 'cuda:0'"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            return f"a device this machine has: it sees {count} CUDA GPU(s); use 'cpu'" + (
+                f" or 'cuda:0'..'cuda:{count - 1}'" if count else ""
+            )
+    return None
+
+
+def _modalities(value: Any) -> str | None:
+    try:
+        check_modalities(value)
+    except InputError as error:
+        return str(error).split(", got")[0].removeprefix("modalities must be ")
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    try:
+        flag(value, "")
+    except InputError:
+        return "true or false (also 1/0, yes/no, on/off)"
+    return None
+
+
+@functools.cache
+def rules() -> dict[str, Callable[[Any], str | None]]:
+    """Key -> check returning ``None`` or what the key must be (built on first use: the choices live in
+    modules that import this one)."""
+    from bundle.handlers.dropping import DROPPING_SCHEDULES
+    from bundle.handlers.selection import SELECTION_METRICS
+    from bundle.losses.ckd import CKD_REDUCTIONS
+    from bundle.networks.lckdnet import FILL_MODES
+
+    return {
+        "max_epochs": _whole(1),
+        "val_interval": _whole(1),
+        "elect_epoch": _whole(1),
+        "reelect_every": _whole(0),
+        "warmup_epochs": _whole(0),
+        "batch_size": _whole(1),
+        "num_samples": _whole(1),
+        "sw_batch_size": _whole(1),
+        "num_workers": _whole(0),
+        "log_every": _whole(1),
+        "seed": _whole(0),
+        "resamples": _whole(0),
+        "learning_rate": _number(0, low_open=True),
+        "ckd_weight": _number(0),
+        "overlap": _number(0, 1),
+        "val_fraction": _number(0, 1),
+        "test_fraction": _number(0, 1),
+        "affine_tolerance": _number(0),
+        "cache_rate": _number(0, 1, high_open=False),
+        "patch_size": _ints(3),
+        "pixdim": _spacing,
+        "filters": _ints(),
+        "kernel_size": _levels,
+        "strides": _levels,
+        "modalities": _modalities,
+        "device": _device,
+        "fill": _choice(FILL_MODES),
+        "dropping": _choice(DROPPING_SCHEDULES),
+        "select_model": _choice(list(SELECTION_METRICS)),
+        "ckd_reduction": _choice(CKD_REDUCTIONS),
+        **dict.fromkeys(BOOLEAN_KEYS, _boolean),
+    }
+
+
+def device_memory(device: Any) -> int:
+    """Total memory in bytes of ``device``: the GPU's for CUDA devices, the machine's RAM otherwise."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device.index or 0).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def step_memory(
+    patch_size: Sequence[int], samples: int, modalities: int, first_filters: int, training: bool, amp: bool = False
+) -> int:
+    """Estimated peak bytes of one training step (``training``) or one sliding-window batch.
+
+    Args:
+        patch_size: the patch (or window) size.
+        samples: patches per step: batch_size x num_samples in training, sw_batch_size in inference.
+        modalities: number of sequences (the shared encoder runs once per sequence).
+        first_filters: filters of the first level, where most of the memory goes.
+        training: with gradients (training) or without.
+        amp: mixed precision halves the activations.
+
+    Example:
+        >>> round(step_memory([128, 128, 128], 4, 4, 16, training=True) / 2**30, 1)
+        24.0
+    """
+    per_voxel = TRAINING_BYTES_PER_VOXEL if training else INFERENCE_BYTES_PER_VOXEL
+    total = per_voxel * math.prod(patch_size) * samples * modalities * first_filters
+    return total // 2 if amp else total
+
+
+def _gb(size: float) -> str:
+    return f"{size / 2**30:.1f} GB"
+
+
+def _cross_checks(settings: Mapping[str, Any]) -> list[str]:
+    """Problems between keys that each passed their own check."""
+    problems = []
+    patch, strides = settings.get("patch_size"), settings.get("strides")
+    if patch is not None and strides is not None:
+        factors = [math.prod(s[axis] if isinstance(s, (list, tuple)) else s for s in strides) for axis in range(3)]
+        for axis, (size, factor) in enumerate(zip(patch, factors)):
+            if size % factor:
+                lower = max(factor, size // factor * factor)
+                problems.append(
+                    f"patch_size {list(patch)} is not divisible along axis {axis} by {factor}, the network's total "
+                    f"downsampling (product of strides {list(strides)}); use a multiple of {factor}, e.g. {lower} or "
+                    f"{lower + factor}."
+                )
+                break
+    for level_key in ("kernel_size", "strides"):
+        filters, levels = settings.get("filters"), settings.get(level_key)
+        if filters is not None and levels is not None and len(filters) != len(levels):
+            problems.append(
+                f"filters has {len(filters)} levels but {level_key} has {len(levels)}; give one value per level."
+            )
+    max_epochs = settings.get("max_epochs")
+    elect_epoch = settings.get("elect_epoch")
+    if max_epochs is not None and elect_epoch is not None and elect_epoch > max_epochs:
+        problems.append(
+            f"elect_epoch={elect_epoch} is after the last epoch (max_epochs={max_epochs}): no teacher would be "
+            "elected and distillation would never run. Lower elect_epoch or raise max_epochs."
+        )
+    warmup = settings.get("warmup_epochs")
+    if max_epochs is not None and warmup is not None and warmup >= max_epochs:
+        problems.append(
+            f"warmup_epochs={warmup} is not before the last epoch (max_epochs={max_epochs}): the model would "
+            "never train with a missing sequence. Lower warmup_epochs (the official recipe: about 40 % of the "
+            "training) or raise max_epochs."
+        )
+    if settings.get("val_fraction") is not None and settings.get("test_fraction") is not None:
+        if settings["val_fraction"] + settings["test_fraction"] >= 1:
+            problems.append(
+                f"val_fraction + test_fraction must be below 1 (training needs cases), got "
+                f"{settings['val_fraction']} + {settings['test_fraction']}."
+            )
+    problems.extend(_memory_problems(settings))
+    return problems
+
+
+def _memory_problems(settings: Mapping[str, Any]) -> list[str]:
+    keys = ("patch_size", "filters", "modalities", "device")
+    if any(settings.get(key) is None for key in keys):
+        return []
+    amp = flag(settings.get("amp", False), "amp")
+    available = device_memory(settings["device"])
+    problems = []
+    common = (settings["patch_size"], len(settings["modalities"]), settings["filters"][0])
+    runs = [("sw_batch_size", settings.get("sw_batch_size"), False)]
+    if settings.get("batch_size") is not None:
+        samples = settings["batch_size"] * settings.get("num_samples", 1)
+        runs.insert(0, ("batch_size x num_samples", samples, True))
+    for name, samples, training in runs:
+        if samples is None:
+            continue
+        needed = step_memory(common[0], samples, common[1], common[2], training, amp)
+        if needed > available:
+            fits = max(8, int((available / needed) ** (1 / 3) * min(common[0])) // 16 * 16)
+            problems.append(
+                f"patch_size {list(common[0])} with {name} {samples} needs about {_gb(needed)} for one "
+                f"{'training step' if training else 'sliding-window batch'} on {torch.device(settings['device'])}, "
+                f"more than its {_gb(available)}; lower patch_size (e.g. [{fits}, {fits}, {fits}]) or {name}."
+            )
+    return problems
+
+
+def check_settings(settings: Mapping[str, Any], writable: Sequence[str | os.PathLike] = ()) -> None:
+    """Check a workflow's settings and output folders before anything expensive runs.
+
+    Each key of ``settings`` that has a rule (:func:`rules`) is checked for type and range; then the
+    relations between keys (patch size divisible by the network's downsampling, one kernel size and
+    stride per level, elect and warm-up epochs before the last, split fractions) and the memory of one
+    training step and one sliding-window batch against the device's memory.
+
+    Args:
+        settings: ``{key: resolved value}``, e.g. a config's ``checked_settings``.
+        writable: folders the workflow writes to; created if needed.
+
+    Raises:
+        InputError: listing every problem, each with the value given and what is allowed.
+
+    Example:
+        >>> check_settings({"patch_size": [128, 128, 128], "strides": [1, 2, 2, 2, 2], "max_epochs": 300})
+    """
+    problems = []
+    for key, value in settings.items():
+        rule = rules().get(key)
+        expected = rule(value) if rule else None
+        if expected:
+            problems.append(f"--{key} must be {expected}; got {value!r}.")
+    if not problems:
+        problems = _cross_checks(settings)
+    if problems:
+        listed = "\n  - ".join(problems)
+        raise InputError(f"{len(problems)} problem(s) in the settings:\n  - {listed}")
+    check_writable(*writable)
+
+
+def check_writable(*folders: str | os.PathLike) -> None:
+    """Create each folder if needed and check a file can be written there.
+
+    Raises:
+        InputError: naming the folder and the reason.
+    """
+    for folder in folders:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise InputError(
+                f"cannot write to {folder} ({error.strerror or error}); point it at a writable folder "
+                "(e.g. --ckpt_dir, --output_dir) or fix its permissions."
+            ) from None
+
+
+def _option_names(argv: Sequence[str]) -> list[str]:
+    return [token[2:].split("=", 1)[0] for token in argv if token.startswith("--") and len(token) > 2]
+
+
+def _option_value(argv: Sequence[str], name: str) -> str | None:
+    for index, token in enumerate(argv):
+        if token == f"--{name}" and index + 1 < len(argv):
+            return argv[index + 1]
+        if token.startswith(f"--{name}="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Refuse a ``monai.bundle run`` command line that names a key no config file of the run has.
+
+    MONAI adds unknown keys to the config silently, so ``--max_epoch 2`` would train the default 300
+    epochs. Known keys are the top-level keys of the ``--config_file`` files (and of ``--args_file``)
+    and the arguments of ``monai.bundle run`` itself; ``--a::b`` counts as ``a``.
+
+    Args:
+        argv: the command line; default ``sys.argv``. Does nothing when it has no ``--config_file``
+            (the workflow was started from Python, whose keyword arguments are checked by Python).
+
+    Raises:
+        InputError: naming each unknown key and the closest known one.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.scripts import run
+
+    argv = list(sys.argv if argv is None else argv)
+    files = _option_value(argv, "config_file")
+    if files is None:
+        return
+    known = set(inspect.signature(run).parameters) - {"override"}
+    try:
+        known.update(ConfigParser.load_config_files(_parse_list(files)))
+        args_file = _option_value(argv, "args_file")
+        if args_file:
+            known.update(ConfigParser.load_config_file(args_file))
+    except (OSError, ValueError):
+        return  # MONAI reports a missing or malformed config file itself
+    unknown = [name for name in _option_names(argv) if name.split("::")[0] not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.split("::")[0], sorted(known), n=1)
+            hints.append(f"--{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        raise InputError(
+            f"unknown setting {', '.join(hints)}: no config of this run has it, so it would change nothing. "
+            "Fix the name; the settings are the top-level keys of the config files."
+        )
+
+
+def _parse_list(value: str) -> list[str]:
+    """``--config_file`` as a list: one path, a comma-separated list, or a Python list literal."""
+    text = value.strip()
+    if text.startswith("["):
+        return [str(item) for item in ast.literal_eval(text)]
+    return [part.strip() for part in text.split(",") if part.strip()]
