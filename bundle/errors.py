@@ -14,7 +14,7 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["InputError", "InputFileError", "input_error_of", "excepthook", "install_excepthook"]
+__all__ = ["InputError", "InputFileError", "brief", "input_error_of", "excepthook", "install_excepthook"]
 
 TRACEBACK_ENV = "LCKD_TRACEBACK"
 
@@ -25,6 +25,13 @@ class InputError(ValueError):
 
 class InputFileError(InputError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+def brief(error: BaseException, limit: int = 160) -> str:
+    """``"<type>: <first sentence of the message>"``, for quoting a library's error inside a one-line message."""
+    text = str(error).strip()
+    first = text.split(". ")[0].splitlines()[0][:limit] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def input_error_of(error: BaseException | None) -> InputError | None:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import torch
 
-from bundle.errors import InputError, InputFileError
+from bundle.errors import InputError, InputFileError, brief
 
 __all__ = [
     "unreadable_reason",
@@ -270,9 +270,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
                 f"{path} holds Python objects other than weights ({found.group(1) if found else 'unknown code'}) and "
                 "was refused unread: loading it could run code. Use a checkpoint this bundle wrote, from a source you trust."
             ) from None
-        first_sentence = message.split(". ")[0].splitlines()[0][:160] if message else ""
         raise InputError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {first_sentence}); "
+            f"{path} is not a readable PyTorch checkpoint ({brief(error)}); "
             "it is truncated or not a checkpoint: copy it again or train anew."
         ) from None
     if not isinstance(checkpoint, dict):

@@ -9,8 +9,11 @@ model.ts and runs their preprocessing, sliding-window inferer and postprocessing
 and SaveImage). This app adds what it leaves out: a loader emitting each case as one 4-channel
 ``Image`` (absent sequences all zero, as the network expects) and a writer saving the label map as
 NIfTI in the input's space and label convention, ``<output>/<case>_<first sequence>_seg.nii.gz``,
-the same file the bundle's own ``inference.json`` writes. The environment needs this bundle's
-``bundle`` package (``pip install .``), which the embedded configs import.
+the same file the bundle's own ``inference.json`` writes, then its ``<case>_modalities.json``. Both are
+written atomically, only under the output folder. Before anything runs, the app checks the model file
+and every case as ``inference.json`` does (readable NIfTI, finite and plausible intensities, sequences
+co-registered); a problem stops it with a one-line error. The environment needs this bundle's ``bundle``
+package (``pip install .``), which the embedded configs import.
 """
 
 from __future__ import annotations
@@ -20,15 +23,42 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from holoscan.conditions import CountCondition
 from monai.deploy.core import Application, Image, IOType, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, MonaiBundleInferenceOperator
 from monai.transforms import Compose, LoadImaged
 
-from bundle.data import case_name, discover_cases, file_stem
-from bundle.transforms import StackModalitiesd
+from bundle.data import case_name, check_dataset, dataset_convention, discover_cases, file_stem
+from bundle.errors import InputError, brief
+from bundle.io import atomic_save_nifti, unreadable_reason
+from bundle.modalities import DEFAULT_MODALITIES as MODALITIES
+from bundle.transforms import StackModalitiesd, write_modalities_record
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
+
+def check_inputs(input_folder: Path, model_path: Path) -> list[dict]:
+    """The cases of ``input_folder``, after the checks ``inference.json`` runs, and a loadable ``model_path``.
+
+    Raises:
+        InputError: naming the file and the fix (one listed error for every problem of the cases).
+    """
+    models = sorted(model_path.glob("*.ts")) if model_path.is_dir() else [model_path]
+    for model in models or [model_path / "model.ts"]:
+        reason = unreadable_reason(model)
+        if reason:
+            raise InputError(
+                f"model {model} is {'missing' if reason == 'absent' else reason}; export it first (see {__file__})."
+            )
+        try:
+            torch.jit.load(str(model), map_location="cpu")
+        except Exception as error:  # TorchScript raises RuntimeError or ValueError for truncated or foreign files
+            raise InputError(
+                f"{model} is not a readable TorchScript model ({brief(error)}); export it again with "
+                "python -m monai.bundle ckpt_export (see the top of scripts/deploy_app.py)."
+            ) from None
+    cases = discover_cases(input_folder, MODALITIES)
+    check_dataset({"test": cases}, MODALITIES, dataset_convention(input_folder, "auto", MODALITIES))
+    return cases
 
 
 class CaseLoaderOperator(Operator):
@@ -36,11 +66,11 @@ class CaseLoaderOperator(Operator):
 
     Args:
         fragment: the application.
-        input_folder: dataset folder (BraTS 2018-2021 / 2023 case folders, or MSD Task01).
+        cases: the checked cases of the input folder (:func:`check_inputs`).
     """
 
-    def __init__(self, fragment, *args, input_folder: Path, **kwargs) -> None:
-        self.cases = discover_cases(input_folder, MODALITIES)
+    def __init__(self, fragment, *args, cases: list[dict], **kwargs) -> None:
+        self.cases = list(cases)
         self.load = Compose(
             [
                 LoadImaged([*MODALITIES, "image"], allow_missing_keys=True, ensure_channel_first=True, image_only=True),
@@ -54,9 +84,11 @@ class CaseLoaderOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         case = self.cases.pop(0)
-        image = self.load(case)["image"]
+        loaded = self.load(case)
+        image, present = loaded["image"], loaded["mask"].tolist()
         logging.info(f"{case_name(case)}: {tuple(image.shape)}")
-        op_output.emit(Image(image.numpy(), metadata=dict(image.meta)), "image")
+        metadata = dict(image.meta, case=case_name(case), modalities_present=present)
+        op_output.emit(Image(image.numpy(), metadata=metadata), "image")
 
 
 class LabelWriterOperator(Operator):
@@ -64,7 +96,7 @@ class LabelWriterOperator(Operator):
 
     Args:
         fragment: the application.
-        output_folder: where to write ``<case>_<first sequence>_seg.nii.gz``.
+        output_folder: where to write ``<case>_<first sequence>_seg.nii.gz`` and ``<case>_modalities.json``.
     """
 
     def __init__(self, fragment, *args, output_folder: Path, **kwargs) -> None:
@@ -82,8 +114,24 @@ class LabelWriterOperator(Operator):
         name = file_stem(meta["filename_or_obj"])
         self.output_folder.mkdir(parents=True, exist_ok=True)
         path = self.output_folder / f"{name}_seg.nii.gz"
-        nib.save(nib.Nifti1Image(labels, np.asarray(meta["original_affine"], dtype=np.float64)), path)
+        atomic_save_nifti(nib.Nifti1Image(labels, np.asarray(meta["original_affine"], dtype=np.float64)), path)
+        present = meta["modalities_present"]
+        used = [m for m, here in zip(MODALITIES, present) if here]
+        write_modalities_record(self.output_folder, meta["case"], used, [m for m in MODALITIES if m not in used])
         logging.info(f"wrote {path}")
+
+
+class BundleInferenceOperator(MonaiBundleInferenceOperator):
+    """MONAI Deploy's bundle operator, with the embedded inference.json's sidecar writing switched off.
+
+    inference.json's ``RecordModalitiesd`` would write into its own ``output_dir`` (relative to the
+    current folder); the app's writer writes the sidecar beside the segmentation instead.
+    """
+
+    def _get_compose(self, obj_name, disallowed_prefixes):
+        if self._parser.get("output_dir") is not None:  # once: setting a key re-parses, making new transforms
+            self._parser["output_dir"] = None
+        return super()._get_compose(obj_name, disallowed_prefixes)
 
 
 class LCKDSegmentationApp(Application):
@@ -91,8 +139,9 @@ class LCKDSegmentationApp(Application):
 
     def compose(self) -> None:
         app_context = Application.init_app_context(self.argv)
-        loader = CaseLoaderOperator(self, input_folder=Path(app_context.input_path), name="loader")
-        segment = MonaiBundleInferenceOperator(
+        cases = check_inputs(Path(app_context.input_path), Path(app_context.model_path))
+        loader = CaseLoaderOperator(self, cases=cases, name="loader")
+        segment = BundleInferenceOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
             output_mapping=[IOMapping("pred", Image, IOType.IN_MEMORY)],

@@ -7,6 +7,7 @@ monai-deploy-app-sdk and holoscan are installed without their dependencies (Make
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,14 @@ from tempfile import TemporaryDirectory
 import nibabel as nib
 import numpy as np
 
-from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS, TinyDatasetTestCase, run_workflow, tiny_torchscript
+from tests.conftest import (
+    BUNDLE_ROOT,
+    NETWORK_KEYS,
+    SUBPROCESS_ENV,
+    TinyDatasetTestCase,
+    run_workflow,
+    tiny_torchscript,
+)
 
 MISSING = (
     ""
@@ -32,18 +40,35 @@ class TestDeployApp(TinyDatasetTestCase):
         with TemporaryDirectory() as tmp:
             root = Path(tmp)
             _, model = tiny_torchscript(root)
-            cases = ["SYNTH_0000", "SYNTH_0001"]  # T1 missing; T1 and T2 missing: no case of the folder has T1
-            for case in cases:
-                shutil.copytree(self.dataset / case, root / "input" / case)
-            (root / "input" / "SYNTH_0000" / "SYNTH_0000_t1.nii.gz").unlink()
-            app = subprocess.run(
-                [sys.executable, str(BUNDLE_ROOT / "scripts" / "deploy_app.py"),
-                 "-m", str(model), "-i", str(root / "input"), "-o", str(root / "deployed")],
-                cwd=root, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
+            # T1 missing; T1 and T2 missing: no case of the folder has T1. Names with dots must not collide.
+            cases = {"Pat.00": "SYNTH_0000", "Pat.01": "SYNTH_0001"}
+            for case, source in cases.items():
+                for path in (self.dataset / source).iterdir():
+                    target = root / "input" / case / path.name.replace(source, case)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(path, target)
+            (root / "input" / "Pat.00" / "Pat.00_t1.nii.gz").unlink()
+            app = run_app(model, root / "input", root / "deployed", cwd=root)
             self.assertEqual(app.returncode, 0, app.stdout[-3000:] + app.stderr[-3000:])
             self.assertIn("segmented from flair+t1ce (missing t1+t2)", app.stdout + app.stderr)
             self.assertIn("segmented from flair+t1ce+t2 (missing t1)", app.stdout + app.stderr)
+            # every output under the output folder, one segmentation and one sidecar per case
+            self.assertEqual(
+                sorted(p.name for p in root.iterdir()), ["deployed", "input", "metadata.json", "model.pt", "model.ts"]
+            )
+            self.assertEqual(
+                sorted(p.name for p in (root / "deployed").iterdir()),
+                [
+                    "Pat.00_flair_seg.nii.gz",
+                    "Pat.00_modalities.json",
+                    "Pat.01_flair_seg.nii.gz",
+                    "Pat.01_modalities.json",
+                ],
+            )
+            sidecar = json.loads((root / "deployed" / "Pat.01_modalities.json").read_text())
+            self.assertEqual(
+                sidecar, {"case": "Pat.01", "modalities_used": ["flair", "t1ce"], "modalities_missing": ["t1", "t2"]}
+            )
 
             # the bundle's own inference.json with the same weights and the embedded (default) inferer
             run_workflow(
@@ -54,13 +79,56 @@ class TestDeployApp(TinyDatasetTestCase):
                 num_workers=0,
                 **NETWORK_KEYS,
             )
-            for case in cases:
+            for case, source in cases.items():
                 deployed = nib.load(root / "deployed" / f"{case}_flair_seg.nii.gz")
                 own = nib.load(root / "bundle" / f"{case}_flair_seg.nii.gz")
-                source = nib.load(self.dataset / case / f"{case}_flair.nii.gz")
-                self.assertEqual(deployed.shape, source.shape)
-                np.testing.assert_allclose(deployed.affine, source.affine, atol=1e-5)
+                original = nib.load(self.dataset / source / f"{source}_flair.nii.gz")
+                self.assertEqual(deployed.shape, original.shape)
+                np.testing.assert_allclose(deployed.affine, original.affine, atol=1e-5)
                 labels = np.asarray(deployed.dataobj)
                 self.assertTrue(set(np.unique(labels).tolist()) <= {0, 1, 2, 4})
                 # TorchScript and eager agree to ~1e-6; a voxel at the 0.5 threshold may flip
                 self.assertLess(float(np.mean(labels != np.asarray(own.dataobj))), 1e-3, case)
+
+    def test_app_checks_its_inputs_and_model_before_running(self):
+        with TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            _, model = tiny_torchscript(root)
+            for case in ("SYNTH_0000", "SYNTH_0002"):
+                shutil.copytree(self.dataset / case, root / "input" / case)
+            nan_file = root / "input" / "SYNTH_0000" / "SYNTH_0000_t1.nii.gz"
+            image = nib.load(nan_file)
+            voxels = np.asarray(image.dataobj).astype(np.float32)
+            voxels[3, 3, 3] = np.nan
+            nib.save(nib.Nifti1Image(voxels, image.affine), nan_file)
+            shifted_file = root / "input" / "SYNTH_0002" / "SYNTH_0002_t2.nii.gz"
+            image = nib.load(shifted_file)
+            affine = image.affine.copy()
+            affine[0, 0], affine[0, 3] = -affine[0, 0], affine[0, 3] + 40  # flipped and shifted 40 mm
+            nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), shifted_file)
+            app = run_app(model, root / "input", root / "out", cwd=root)
+            self.assertEqual(app.returncode, 1)
+            self.assertRegex(app.stderr, r"error: 2 problem\(s\) in the dataset:\n.*SYNTH_0000_t1.nii.gz has 1 NaN")
+            self.assertIn("SYNTH_0002_t2.nii.gz (t2) has an affine that differs", app.stderr)
+            self.assertNotIn("Traceback", app.stdout + app.stderr)
+            self.assertFalse((root / "out").exists() and any((root / "out").iterdir()))
+
+            truncated = root / "truncated.ts"
+            truncated.write_bytes(model.read_bytes()[:1000])
+            shutil.rmtree(root / "input" / "SYNTH_0000")
+            shutil.rmtree(root / "input" / "SYNTH_0002")
+            shutil.copytree(self.dataset / "SYNTH_0003", root / "input" / "SYNTH_0003")
+            app = run_app(truncated, root / "input", root / "out", cwd=root)
+            self.assertEqual(app.returncode, 1)
+            self.assertRegex(app.stderr, r"(?m)^error: .*truncated.ts is not a readable TorchScript model \(RuntimeError")
+            self.assertNotIn("Traceback", app.stdout + app.stderr)
+
+
+def run_app(model: Path, input_folder: Path, output_folder: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """scripts/deploy_app.py as a user runs it."""
+    env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+    return subprocess.run(
+        [sys.executable, str(BUNDLE_ROOT / "scripts" / "deploy_app.py"),
+         "-m", str(model), "-i", str(input_folder), "-o", str(output_folder)],
+        cwd=cwd, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip

@@ -154,7 +154,7 @@ def _check_voxels(path: str, image: Any, label_values: Sequence[int] | None, pro
         if bad.any():
             problems.append(
                 f"{path} has {int(np.isnan(data).sum())} NaN and {int(np.isinf(data).sum())} infinite voxels; "
-                "re-export the image, or replace them (e.g. numpy.nan_to_num) before training."
+                "re-export the image, or replace them (e.g. numpy.nan_to_num) before using it."
             )
             return False
     absurd = np.abs(data.astype(np.float64, copy=False)) > MAX_ABS_INTENSITY
