@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -115,11 +116,69 @@ def _disk_full(root: Path) -> None:
             assert sorted(p.name for p in (root / "models").iterdir()) == ["latest_checkpoint_epoch=1.pt"]
 
 
+def _save_non_finite_weights(root: Path) -> None:
+    saver = AtomicDiskSaver(root / "models")
+    saver({"model": {"w": torch.ones(2)}}, "latest_checkpoint_epoch=1.pt")
+    try:
+        saver({"model": {"w": torch.tensor([1.0, float("nan")])}}, "latest_checkpoint_epoch=2.pt")
+    finally:
+        assert sorted(p.name for p in (root / "models").iterdir()) == ["latest_checkpoint_epoch=1.pt"]
+
+
 def _resume_other_model(root: Path) -> None:
     (root / "models").mkdir()
     torch.save({"model": _tiny_net(filters=(4, 8, 32)).state_dict()}, root / "models" / "latest_checkpoint_epoch=3.pt")
     net = _tiny_net()
     resume_from_latest(mock.MagicMock(), root / "models", {"model": net})
+
+
+def _patch_header(path: Path, **fields) -> Path:
+    """Rewrite header fields of a .nii.gz in place, leaving the voxel bytes as they are (a lying header)."""
+    raw = gzip.decompress(path.read_bytes())
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    for name, value in fields.items():
+        header[name] = value
+    path.write_bytes(gzip.compress(header.binaryblock + raw[header.sizeof_hdr :]))
+    return path
+
+
+def _claims_2000_cubed(root: Path) -> None:
+    dim = nib.load(_file(root, "t1")).header["dim"].copy()
+    dim[1:4] = 2000
+    _patch_header(_file(root, "t1"), dim=dim)
+    _check(root)
+
+
+def _zero_affine(root: Path) -> None:
+    _patch_header(
+        _file(root, "t2"), srow_x=np.zeros(4), srow_y=np.zeros(4), srow_z=np.zeros(4), sform_code=1, qform_code=0
+    )
+    _check(root)
+
+
+def _not_a_file(root: Path, kind: str) -> None:
+    path = _file(root, "t1ce")
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "dangling symlink":
+        path.symlink_to(root / "gone.nii.gz")
+    else:
+        path.symlink_to(path)
+    _check(root)
+
+
+def _rewrite_datalist(root: Path, change: Callable[[dict], object]) -> None:
+    load_datalist(root, val_fraction=0.34)
+    stored = json.loads((root / "datalist.json").read_text())
+    changed = change(stored)
+    stored = stored if changed is None else changed
+    (root / "datalist.json").write_text(json.dumps(stored))
+    _check(root)
+
+
+def _case_in_two_splits(stored: dict) -> None:
+    stored["validation"].append(stored["training"][0])
 
 
 def _datalist_other_modalities(root: Path) -> None:
@@ -239,6 +298,96 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ),
     ("training_case_without_label", _no_label, r"has no label file"),
     (
+        "absurd_intensities_that_pass_a_nan_check",
+        lambda root: (
+            _rewrite(
+                root, "flair", np.where(np.arange(SIZE**3).reshape((SIZE,) * 3) < 2, 3e38, 1.0).astype(np.float32)
+            ),
+            _check(root),
+        ),
+        r"SYNTH_0000_flair.nii.gz has 2 voxels beyond \+-1e\+07 \(largest 3e\+38\)",
+    ),
+    (
+        "rgb_image",
+        lambda root: (
+            _rewrite(root, "t1", np.zeros((SIZE,) * 3, [("R", "u1"), ("G", "u1"), ("B", "u1")])),
+            _check(root),
+        ),
+        r"SYNTH_0000_t1.nii.gz holds RGB voxels, not one grey value",
+    ),
+    (
+        "complex_image",
+        lambda root: (_rewrite(root, "t1", _volume(root, "t1").astype(np.complex64)), _check(root)),
+        r"SYNTH_0000_t1.nii.gz holds complex64 voxels",
+    ),
+    (
+        "header_claims_2000_cubed_voxels",
+        _claims_2000_cubed,
+        r"is \[2000, 2000, 2000\] voxels .* GB per case, more than 25%",
+    ),
+    (
+        "voxels_of_20_mm",
+        lambda root: (_rewrite(root, "t1", _volume(root, "t1"), np.diag([20.0, 20.0, 20.0, 1.0])), _check(root)),
+        r"SYNTH_0000_t1.nii.gz has voxel sizes \[20.0, 20.0, 20.0\] mm .*header's affine is wrong",
+    ),
+    ("zero_affine", _zero_affine, r"SYNTH_0000_t2.nii.gz has voxel sizes \[0.0, 0.0, 0.0\] mm"),
+    (
+        "sequence_name_is_a_folder",
+        lambda root: _not_a_file(root, "folder"),
+        r"t1ce.nii.gz is a folder, not a file; only an absent",
+    ),
+    (
+        "sequence_is_a_dangling_symlink",
+        lambda root: _not_a_file(root, "dangling symlink"),
+        r"t1ce.nii.gz is a dangling symlink \(to .*gone.nii.gz\); only an absent file means a missing sequence",
+    ),
+    ("sequence_is_a_symlink_loop", lambda root: _not_a_file(root, "loop"), r"t1ce.nii.gz is a symlink loop"),
+    (
+        "datalist_is_a_list",
+        lambda root: _rewrite_datalist(root, lambda stored: []),
+        r"datalist.json holds a JSON list, not an object",
+    ),
+    (
+        "datalist_split_is_a_string",
+        lambda root: _rewrite_datalist(root, lambda stored: {**stored, "training": "all"}),
+        r"datalist.json: \"training\" must be a list of case objects, got \"all\"",
+    ),
+    (
+        "case_in_two_splits",
+        lambda root: _rewrite_datalist(root, _case_in_two_splits),
+        r"datalist.json puts cases in two splits: SYNTH_\d+ \(training and validation\)",
+    ),
+    (
+        "empty_training_list",
+        lambda root: _rewrite_datalist(root, lambda stored: {**stored, "training": []}),
+        r"the training split is empty, so training has nothing to train on",
+    ),
+    (
+        "no_validation_case",
+        lambda root: check_dataset(
+            load_datalist(root, val_fraction=0.0), DEFAULT_MODALITIES, "brats2021", for_training=True
+        ),
+        r"the validation split is empty, so training has nothing to validate and elect teachers on; set val_fraction > 0",
+    ),
+    (
+        "msd_entry_without_label",
+        lambda root: (
+            (_msd(root, 4) / "dataset.json").write_text(
+                json.dumps({"training": [{"image": "./imagesTr/BRATS_001.nii.gz"}]})
+            ),
+            _check(root.parent / "msd"),
+        ),
+        r"dataset.json has a training entry without an image and a label",
+    ),
+    (
+        "metadata_is_a_list",
+        lambda root: (
+            (root / "metadata.json").write_text("[]"),
+            read_teachers(root / "metadata.json", DEFAULT_MODALITIES),
+        ),
+        r"metadata.json must be a JSON object",
+    ),
+    (
         "patch_size_not_divisible_by_strides",
         lambda root: check_settings({"patch_size": [96, 100, 96], "strides": [1, 2, 2, 2, 2]}),
         r"axis 1 by 16.*e\.g\. 96 or 112",
@@ -311,6 +460,11 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
         "disk_full_while_writing_checkpoint",
         _disk_full,
         r"could not write checkpoint .*epoch=2.pt \(No space left on device\); the previous checkpoint is kept",
+    ),
+    (
+        "non_finite_weights_are_never_saved",
+        _save_non_finite_weights,
+        r"refusing to write .*epoch=2.pt: 1 weight tensors of the model hold NaN or Inf \(e.g. w\); the previous",
     ),
     (
         "datalist_names_missing_files",
@@ -393,6 +547,20 @@ class TestBadInputs(unittest.TestCase):
             voxels.assert_not_called()
         _rewrite(self.root, "t1", np.zeros((SIZE,) * 3, np.float32))
         with self.assertRaisesRegex(InputError, "SYNTH_0000_t1.nii.gz is all zero"):
+            check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
+
+    def test_a_file_rewritten_with_its_size_and_mtime_restored_is_checked_again(self):
+        cache = self.root / "checked.json"
+        datalist = load_datalist(self.root, val_fraction=0.34)
+        check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
+        path = _file(self.root, "t1")
+        before = path.stat()
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self.assertEqual((path.stat().st_size, path.stat().st_mtime_ns), (before.st_size, before.st_mtime_ns))
+        with self.assertRaisesRegex(InputError, "SYNTH_0000_t1.nii.gz is (truncated or corrupt|not a readable NIfTI)"):
             check_dataset(datalist, DEFAULT_MODALITIES, "brats2021", cache_file=cache)
 
     def test_empty_label_is_scored_as_brats_not_a_crash(self):

@@ -91,9 +91,11 @@ def _geometry_problem(
     path: str, image: Any, shape: Sequence[int], pixdim: Sequence[float], sequences: int
 ) -> str | None:
     """A header whose voxel sizes are impossible, or whose grid resampled to ``pixdim`` would not fit in memory."""
-    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    affine = np.asarray(image.affine, dtype=np.float64)
+    # the voxel sizes MONAI resamples with: the lengths of the affine's columns
+    zooms = [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)] if np.isfinite(affine).all() else [math.nan] * 3
     low, high = VOXEL_SIZE_RANGE
-    if not np.isfinite(image.affine).all() or not all(low <= z <= high for z in zooms):
+    if not all(low <= z <= high for z in zooms):
         return (
             f"{path} has voxel sizes {[round(z, 4) for z in zooms]} mm (affine {np.round(image.affine[:3, :3], 3).tolist()}); "
             f"a brain MRI has {low}-{high} mm: the header's affine is wrong. Fix the header or export the image again."
