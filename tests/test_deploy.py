@@ -120,7 +120,9 @@ class TestDeployApp(TinyDatasetTestCase):
             shutil.copytree(self.dataset / "SYNTH_0003", root / "input" / "SYNTH_0003")
             app = run_app(truncated, root / "input", root / "out", cwd=root)
             self.assertEqual(app.returncode, 1)
-            self.assertRegex(app.stderr, r"(?m)^error: .*truncated.ts is not a readable TorchScript model \(RuntimeError")
+            self.assertRegex(
+                app.stderr, r"(?m)^error: .*truncated.ts is not a readable TorchScript model \(RuntimeError"
+            )
             self.assertNotIn("Traceback", app.stdout + app.stderr)
 
 
