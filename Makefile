@@ -50,7 +50,7 @@ demo: $(INSTALLED)
 	rm -rf $(DEMO_DATA) && $(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --cases 40 --size 48 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) --dataset_dir $(DEMO_DATA) && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) --dataset_dir $(DEMO_DATA) && \
-	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/combinations.png, table: eval/summary.md;" \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/report/combinations.png, table: eval/report/summary.md;" \
 		"runs: mlflow ui --backend-store-uri sqlite:///eval/mlruns.db"
 
 test: $(INSTALLED) $(CLIENTS_INSTALLED)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import unittest
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,21 @@ NETWORK_KEYS = {k: TINY_OVERRIDES[k] for k in ("filters", "kernel_size", "stride
 # Environment of the bundle's commands run as subprocesses: two threads, so that they do not
 # oversubscribe the machine's cores beside the test process.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+
+
+@contextlib.contextmanager
+def locked_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
+    """A second process holding ``bundle.io.lock_folder(folder)`` while the block runs; killed after it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import bundle.io, time; bundle.io.lock_folder({str(folder)!r}); print('held', flush=True); time.sleep(300)"],
+        cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def fresh_metadata(folder: Path) -> Path:

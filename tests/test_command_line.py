@@ -24,6 +24,7 @@ from tests.conftest import (
     TINY_OVERRIDES,
     TinyDatasetTestCase,
     fresh_metadata,
+    locked_by_another_process,
     tiny_checkpoint,
 )
 
@@ -82,16 +83,8 @@ class TestTraining(CommandLineTestCase):
             work = Path(tmp)
             (work / "models").mkdir()
             (work / "models" / "model.pt").write_bytes(b"the first run's best model")
-            holder = subprocess.Popen(
-                [sys.executable, "-c", f"import bundle.io, time; bundle.io.lock_folder({str(work / 'models')!r}); print('held', flush=True); time.sleep(120)"],
-                cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV,
-            )  # fmt: skip
-            try:
-                self.assertEqual(holder.stdout.readline().strip(), "held")
+            with locked_by_another_process(work / "models") as holder:
                 second = self._train(work, "--max_epochs", "1", "--elect_epoch", "1")
-            finally:
-                holder.kill()
-                holder.wait()
             self.assert_one_line_error(second, f"another run (pid {holder.pid} on ", f"is writing to {work / 'models'}")
             self.assertEqual((work / "models" / "model.pt").read_bytes(), b"the first run's best model")
             self.assertEqual(sorted(p.name for p in (work / "models").iterdir()), [".lock", "model.pt"])

@@ -16,7 +16,7 @@ import numpy as np
 from bundle.errors import InputError
 from bundle.handlers.evaluation import summarize_combinations, write_combination_reports
 from bundle.io import atomic_save_nifti, lock_folder, publish_files, unreadable_reason
-from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV
+from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, locked_by_another_process
 
 
 class TestUnreadableReason(unittest.TestCase):
@@ -40,22 +40,14 @@ class TestUnreadableReason(unittest.TestCase):
 class TestLockFolder(unittest.TestCase):
     def test_a_second_process_is_refused_until_the_first_ends(self):
         with tempfile.TemporaryDirectory() as tmp:
-            holder = subprocess.Popen(
-                [sys.executable, "-c", f"import bundle.io, sys, time; bundle.io.lock_folder({tmp!r}); print('held', flush=True); time.sleep(60)"],
-                cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV,
-            )  # fmt: skip
-            try:
-                self.assertEqual(holder.stdout.readline().strip(), "held")
+            with locked_by_another_process(Path(tmp)) as holder:
                 second = subprocess.run(
                     [sys.executable, "-c", f"import bundle.io; bundle.io.lock_folder({tmp!r})"],
                     cwd=BUNDLE_ROOT, capture_output=True, text=True, env=SUBPROCESS_ENV,
                 )  # fmt: skip
-                self.assertEqual(second.returncode, 1)
-                self.assertIn(f"error: another run (pid {holder.pid} on ", second.stderr)
-                self.assertNotIn("Traceback", second.stderr)
-            finally:
-                holder.kill()
-                holder.wait()
+            self.assertEqual(second.returncode, 1)
+            self.assertIn(f"error: another run (pid {holder.pid} on ", second.stderr)
+            self.assertNotIn("Traceback", second.stderr)
             # the operating system dropped the lock with the process: no stale lock
             self.assertEqual(lock_folder(tmp), Path(tmp) / ".lock")
 

@@ -49,8 +49,8 @@ class TestMultiProcessTraining(TinyDatasetTestCase):
             errors = "".join(p.read_text()[-3000:] for p in (work / "logs").rglob("stderr.log"))
             self.assertEqual(result.returncode, 0, result.stderr[-3000:] + errors)
 
-            # one set of checkpoints, written by process 0, with the plain (unwrapped) weights
-            saved = sorted(p.name for p in (work / "models").iterdir())
+            # one set of checkpoints, written by process 0 (which holds the folder's lock), with the plain weights
+            saved = sorted(p.name for p in (work / "models").iterdir() if p.name != ".lock")
             self.assertEqual(saved, ["latest_checkpoint_epoch=1.pt", "model.pt"])
             latest = torch.load(work / "models" / saved[0], weights_only=True)
             self.assertFalse(any(key.startswith("module.") for key in latest["model"]))
