@@ -23,11 +23,12 @@ from unittest import mock
 import nibabel as nib
 import numpy as np
 import torch
+from ignite.engine import Engine
 from parameterized import parameterized
 
 from bundle.data import check_dataset, dataset_convention, load_datalist, make_dataset
 from bundle.errors import InputError, InputFileError, input_error_of
-from bundle.handlers import AtomicDiskSaver, read_teachers, resume_from_latest
+from bundle.handlers import AtomicDiskSaver, CheckedCheckpointLoader, read_metadata, read_teachers, resume_from_latest
 from bundle.handlers.combinations import case_combination_metrics
 from bundle.io import load_checkpoint, load_network
 from bundle.losses import LCKDLoss
@@ -123,6 +124,13 @@ def _save_non_finite_weights(root: Path) -> None:
         saver({"model": {"w": torch.tensor([1.0, float("nan")])}}, "latest_checkpoint_epoch=2.pt")
     finally:
         assert sorted(p.name for p in (root / "models").iterdir()) == ["latest_checkpoint_epoch=1.pt"]
+
+
+def _load_in_an_engine(root: Path, checkpoint: Path) -> None:
+    """What inference.json's CheckedCheckpointLoader does when its evaluator starts."""
+    engine = Engine(lambda engine, batch: None)
+    CheckedCheckpointLoader(load_path=str(checkpoint), load_dict={"model": _tiny_net()}).attach(engine)
+    engine.run([0])
 
 
 def _resume_other_model(root: Path) -> None:
@@ -462,6 +470,37 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
         r"could not write checkpoint .*epoch=2.pt \(No space left on device\); the previous checkpoint is kept",
     ),
     (
+        "truncated_checkpoint_in_an_engine",
+        lambda root: (
+            torch.save({"model": _tiny_net().state_dict()}, root / "m.pt"),
+            _truncate(root / "m.pt"),
+            _load_in_an_engine(root, root / "m.pt"),
+        ),
+        r"m.pt is not a readable PyTorch checkpoint \(\w+Error: .*\); it is truncated or not a checkpoint",
+    ),
+    (
+        "checkpoint_of_another_network_in_an_engine",
+        lambda root: (
+            torch.save({"model": _tiny_net(filters=(8, 8, 16)).state_dict()}, root / "m.pt"),
+            _load_in_an_engine(root, root / "m.pt"),
+        ),
+        r"m.pt does not fit the network: 0 weights missing, 0 unexpected and \d+ of another shape \(e.g. ",
+    ),
+    (
+        "metadata_missing",
+        lambda root: read_teachers(root / "nowhere.json", DEFAULT_MODALITIES),
+        r"nowhere.json does not exist; restore the bundle's configs/metadata.json",
+    ),
+    (
+        "metadata_read_only",
+        lambda root: (
+            _write_metadata(root, {}),
+            mock.patch("os.access", return_value=False).start(),
+            read_metadata(root / "metadata.json", writable=True),
+        ),
+        r"metadata.json is read-only, but the teacher election writes the teacher set into it",
+    ),
+    (
         "non_finite_weights_are_never_saved",
         _save_non_finite_weights,
         r"refusing to write .*epoch=2.pt: 1 weight tensors of the model hold NaN or Inf \(e.g. w\); the previous",
@@ -509,6 +548,7 @@ class TestBadInputs(unittest.TestCase):
     def setUp(self):
         work = tempfile.TemporaryDirectory()
         self.addCleanup(work.cleanup)
+        self.addCleanup(mock.patch.stopall)  # cases that patch with .start()
         self.root = Path(work.name) / "data"
         subprocess.run(["cp", "-r", str(Path(self._template.name) / "data"), str(self.root)], check=True)
 

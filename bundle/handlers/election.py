@@ -19,7 +19,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from bundle.distributed import unwrap
-from bundle.errors import InputError
+from bundle.errors import InputError, InputFileError
 from bundle.handlers.combinations import combination_dice
 from bundle.handlers.report import format_teachers
 from bundle.io import atomic_write_json, read_json
@@ -136,7 +136,13 @@ def read_metadata(metadata_file: str | os.PathLike, writable: bool = False) -> d
     Raises:
         InputError: naming the file, what is wrong and the fix.
     """
-    metadata = read_json(metadata_file)
+    try:
+        metadata = read_json(metadata_file)
+    except InputFileError:
+        raise InputFileError(
+            f"{metadata_file} does not exist; restore the bundle's configs/metadata.json (git checkout "
+            "configs/metadata.json) or point --metadata_file at a copy of it."
+        ) from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("lckd", {}), dict):
         raise InputError(
             f'{metadata_file} must be a JSON object (a bundle\'s metadata, with an optional "lckd" object), got '
