@@ -3,8 +3,10 @@
 Every check of the bundle raises :class:`InputError` (a ``ValueError``) or :class:`InputFileError`
 (also a ``FileNotFoundError``) with what file or key is wrong, what was found, what is allowed and
 how to fix it. ``python -m monai.bundle run`` wraps errors raised in config expressions and
-transforms in ``RuntimeError``\\ s; :func:`excepthook`, installed when :mod:`bundle` is imported,
-finds the ``InputError`` behind them and prints its message alone. Set ``LCKD_TRACEBACK=1`` to see
+transforms in ``RuntimeError``\\ s; :func:`excepthook` finds the ``InputError`` behind them and prints
+its message alone. The entry points install it (each config's first ``initialize`` step, through
+:func:`bundle.settings.check_command_line`, and each script's ``main``); importing the package changes
+nothing, so a process that imports it (a MONAI Label server) keeps its own hook. Set ``LCKD_TRACEBACK=1`` to see
 the full traceback.
 """
 

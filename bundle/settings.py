@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bundle.errors import InputError
+from bundle.errors import InputError, install_excepthook
 from bundle.modalities import check_modalities
 
 __all__ = [
@@ -387,7 +387,7 @@ def _option_value(argv: Sequence[str], name: str) -> str | None:
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Refuse a ``monai.bundle run`` command line that names a key no config file of the run has.
+    """Refuse a ``monai.bundle run`` command line that names a key no config file of the run has; print errors in one line.
 
     MONAI adds unknown keys to the config silently, so ``--max_epoch 2`` would train the default 300
     epochs. Known keys are the top-level keys of the ``--config_file`` files (and of ``--args_file``)
@@ -395,7 +395,8 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
 
     Args:
         argv: the command line; default ``sys.argv``. Does nothing when it has no ``--config_file``
-            (the workflow was started from Python, whose keyword arguments are checked by Python).
+            (the workflow was started from Python, whose keyword arguments are checked by Python);
+            otherwise it also installs :func:`bundle.errors.excepthook` for this command.
 
     Raises:
         InputError: naming each unknown key and the closest known one.
@@ -407,6 +408,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     files = _option_value(argv, "config_file")
     if files is None:
         return
+    install_excepthook()
     known = set(inspect.signature(run).parameters) - {"override"}
     try:
         known.update(ConfigParser.load_config_files(_parse_list(files)))

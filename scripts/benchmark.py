@@ -30,11 +30,12 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
+from bundle.data import DEFAULT_TEACHERS
+from bundle.errors import install_excepthook
 from bundle.losses import LCKDLoss
 from bundle.modalities import combination_masks
 from bundle.networks import LCKDNet, inference_network
 
-TEACHERS = {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}
 MODELS = ("dynunet", "lckdnet", "lckdnet_per_modality")
 
 
@@ -85,7 +86,7 @@ def measure_phase(name: str, phase: str, args: argparse.Namespace) -> dict[str, 
         x = torch.randn(args.batch, 4, *patch, device=device)
         y = (torch.rand(args.batch, 3, *patch, device=device) > 0.5).float()
         mask = torch.ones(args.batch, 4, dtype=torch.bool, device=device)
-        loss = LCKDLoss(teachers=TEACHERS if lckd else None)
+        loss = LCKDLoss(teachers=DEFAULT_TEACHERS if lckd else None)
         optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
         call = (lambda inp: net(inp, mask)) if lckd else net
         net.train()
@@ -243,6 +244,7 @@ def print_table(report: dict) -> None:
 
 
 def main() -> None:
+    install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--patch", type=int, default=128, help="training patch and sliding-window edge")

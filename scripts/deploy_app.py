@@ -30,7 +30,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, Mo
 from monai.transforms import Compose, LoadImaged
 
 from bundle.data import case_name, check_dataset, dataset_convention, discover_cases, file_stem
-from bundle.errors import InputError, brief
+from bundle.errors import InputError, brief, install_excepthook
 from bundle.io import atomic_save_nifti, unreadable_reason
 from bundle.modalities import DEFAULT_MODALITIES as MODALITIES
 from bundle.transforms import StackModalitiesd, write_modalities_record
@@ -154,4 +154,5 @@ class LCKDSegmentationApp(Application):
 
 
 if __name__ == "__main__":
+    install_excepthook()
     LCKDSegmentationApp().run()

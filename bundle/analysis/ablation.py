@@ -23,7 +23,7 @@ from monai.bundle import run as run_bundle_workflow
 import bundle
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
 from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows, write_efficacy_reports
-from bundle.errors import InputError
+from bundle.errors import InputError, install_excepthook
 from bundle.handlers.election import read_teachers
 from bundle.handlers.evaluation import csv_bytes, write_files
 from bundle.io import load_network
@@ -230,6 +230,7 @@ def ablate(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python scripts/ablate.py --dataset_dir DIR [--change ckd_weight=0] [--config configs/demo.json]``."""
+    install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--output_dir", default="ablation")

@@ -23,6 +23,7 @@ import numpy as np
 from bundle.analysis.ablation import ablate
 from bundle.analysis.efficacy import paired_interval
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_dataset
+from bundle.errors import install_excepthook
 from bundle.handlers.evaluation import csv_bytes, write_files
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS
 
@@ -178,6 +179,7 @@ def run_sweep(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python scripts/mfh_experiment.py --out mfh [--fractions 0 0.5 1] [--max-epochs 30]``."""
+    install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="mfh", help="folder for the datasets, runs and the report")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,8 @@ names the label values on disk (a key of ``bundle.transforms.LABEL_CONVENTIONS``
 MSD = "msd"
 """Medical Segmentation Decathlon Task01_BrainTumour: ``dataset.json``, ``imagesTr/*.nii.gz`` (4D, channels
 FLAIR, T1w, T1gd, T2w) and ``labelsTr/*.nii.gz`` (1 edema, 2 non-enhancing, 3 enhancing)."""
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -319,5 +322,5 @@ def load_datalist(
     try:
         atomic_write_json(datalist_path, stored)
     except OSError as error:
-        print(f"warning: could not write the split to {datalist_path} ({error}); it is kept in memory for this run.")
+        logger.warning(f"could not write the split to {datalist_path} ({error}); it is kept in memory for this run.")
     return datalist

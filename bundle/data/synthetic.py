@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bundle.errors import InputError
+from bundle.errors import InputError, install_excepthook
 from bundle.io import atomic_write_json
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
 
@@ -216,6 +216,7 @@ def make_dataset(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python scripts/make_synthetic.py --out DIR --cases N --size S --seed K``."""
+    install_excepthook()
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )

@@ -47,7 +47,7 @@ class LoadSequencesd(MapTransform):
 class StackModalitiesd(MapTransform):
     """Stack per-sequence images into one ``(N, H, W, D)`` image and record which sequences are present.
 
-    Accepts both shapes of data dict (see DESIGN.md):
+    Accepts both shapes of data dict:
 
     - one key per modality, each a loaded ``(1, H, W, D)`` image, absent keys meaning absent sequences
       (BraTS layouts); an absent sequence becomes an all-zero channel;
