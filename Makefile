@@ -20,7 +20,7 @@ DEMO_DATA ?= data/synthetic
 # holoscan (MONAI Deploy, in .venv-clients) asks for a 32 MB stack and warns at every `import monai` below it
 STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
-EVAL_CONFIGS := "['configs/evaluate.json','configs/demo.json']"
+EVAL_CONFIGS := "['configs/train.json','configs/evaluate.json','configs/demo.json']"
 
 .PHONY: install install-clients demo test clean
 

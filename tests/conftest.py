@@ -89,7 +89,7 @@ def run_workflow(
 ) -> dict[str, Any]:
     """initialize -> (check_properties) -> run -> finalize a bundle config, as ``monai.bundle run`` does.
 
-    Runs from the bundle root, as users do (elect.json and evaluate.json reuse configs/train.json by path).
+    Runs from the bundle root, as the README's commands do.
 
     Args:
         config: config file name(s) under configs/.

@@ -124,7 +124,7 @@ class TestElectWorkflow(TinyDatasetTestCase):
             metadata = Path(tmp) / "metadata.json"
             fresh_metadata(Path(tmp))
             run_workflow(
-                "elect.json",
+                ["train.json", "elect.json"],
                 dataset_dir=str(self.dataset),
                 ckpt_path=str(ckpt),
                 metadata_file=str(metadata),
@@ -148,7 +148,7 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
             tiny_checkpoint(ckpt)
             out = Path(tmp) / "eval"
             run_workflow(
-                "evaluate.json",
+                ["train.json", "evaluate.json"],
                 dataset_dir=str(self.dataset),
                 ckpt_path=str(ckpt),
                 output_dir=str(out),

@@ -38,7 +38,8 @@ def parsed(config: str, key: str, value: str, item: str):
     ``item`` may name a handler list and a handler class, ``"train::handlers[MLFlowHandler]"``: its ``_disabled_``.
     """
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / config)])
+    overrides = ["evaluate.json", "elect.json"]  # merged over train.json
+    parser.read_config([str(CONFIGS / name) for name in (["train.json"] if config in overrides else []) + [config]])
     parser.update({**TINY, "bundle_root": str(BUNDLE_ROOT), key: value})
     if item.endswith("]"):
         handlers, target = item[:-1].split("[")
@@ -62,10 +63,11 @@ USE_SITES = [
     ("inference.json", "shared_encoder", "network_def", lambda net: net.shared_encoder),
     ("inference.json", "amp", "evaluator::amp", bool),
     ("inference.json", "channels_last", "inference_network", lambda net: _channels_last(net)),
-    ("evaluate.json", "hd95", "evaluator::hd95_spacing", lambda spacing: spacing is not None),
-    ("evaluate.json", "lesion_wise", "evaluator::lesion_wise", bool),
+    ("evaluate.json", "hd95", "evaluate::evaluator::hd95_spacing", lambda spacing: spacing is not None),
+    ("evaluate.json", "lesion_wise", "evaluate::evaluator::lesion_wise", bool),
     ("evaluate.json", "compile", "inference_network", lambda net: not isinstance(net, LCKDNet)),
-    ("evaluate.json", "mlflow", "handlers[MLFlowHandler]", lambda disabled: not disabled),
+    ("evaluate.json", "mlflow", "evaluate::handlers[MLFlowHandler]", lambda disabled: not disabled),
+    ("elect.json", "mlflow", "elect::handlers[TaggedMLFlowHandler]", lambda disabled: not disabled),
 ]
 
 

@@ -37,8 +37,8 @@ class TestMLflowTracking(TinyDatasetTestCase):
                 **TINY_NETWORK,
                 "mlflow": True,
             }
-            run_workflow("elect.json", resamples=0, **after_training)
-            run_workflow("evaluate.json", hd95=False, **after_training)
+            run_workflow(["train.json", "elect.json"], resamples=0, **after_training)
+            run_workflow(["train.json", "evaluate.json"], hd95=False, **after_training)
             client, experiments = logged_runs(work / "eval")
             self.assertEqual(
                 {name: len(runs) for name, runs in experiments.items() if runs},
@@ -91,7 +91,7 @@ class TestMLflowTracking(TinyDatasetTestCase):
             work = Path(tmp)
             tiny_checkpoint(work / "model.pt")
             run_workflow(
-                "evaluate.json",
+                ["train.json", "evaluate.json"],
                 dataset_dir=str(self.dataset),
                 ckpt_path=str(work / "model.pt"),
                 output_dir=str(work / "eval"),

@@ -7,12 +7,11 @@ config key works the same way, e.g. ``shared_encoder: false`` or ``fill: "bottle
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,11 @@ from bundle.handlers.evaluation import csv_bytes, write_files
 from bundle.io import load_network
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS
 
-__all__ = ["BUNDLE_ROOT", "parse_change", "run_bundle", "ablate", "main"]
+__all__ = ["BUNDLE_ROOT", "EVALUATE", "parse_change", "run_bundle", "ablate", "main"]
 
 BUNDLE_ROOT = Path(bundle.__file__).resolve().parents[1]
+EVALUATE = ("train.json", "evaluate.json")
+"""The evaluation: ``configs/evaluate.json`` merged over ``configs/train.json``."""
 logger = logging.getLogger(__name__)
 
 
@@ -46,41 +47,35 @@ def parse_change(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-@contextlib.contextmanager
-def _in_bundle_root() -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(BUNDLE_ROOT)  # evaluate.json reuses configs/train.json by relative path
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+def _config_files(configs: Sequence[str], extra_configs: Sequence[str]) -> list[str]:
+    return [str(BUNDLE_ROOT / "configs" / c) for c in configs] + [str(Path(c).resolve()) for c in extra_configs]
 
 
-def _config_files(config: str, extra_configs: Sequence[str]) -> list[str]:
-    return [str(BUNDLE_ROOT / "configs" / config), *(str(Path(c).resolve()) for c in extra_configs)]
+def run_bundle(configs: Sequence[str], extra_configs: Sequence[str] = (), **overrides: Any) -> None:
+    """``python -m monai.bundle run`` of ``configs/<configs>`` (+ ``extra_configs``) with ``overrides``, in-process.
 
-
-def run_bundle(config: str, extra_configs: Sequence[str] = (), **overrides: Any) -> None:
-    """``python -m monai.bundle run`` of ``configs/<config>`` (+ ``extra_configs``) with ``overrides``, in-process."""
-    with _in_bundle_root():
-        run_bundle_workflow(
-            config_file=_config_files(config, extra_configs),
-            meta_file=overrides.get("metadata_file", str(BUNDLE_ROOT / "configs" / "metadata.json")),
-            logging_file=str(BUNDLE_ROOT / "configs" / "logging.conf"),
-            **overrides,
-        )
+    Example:
+        >>> run_bundle(["train.json", "evaluate.json"], ["configs/demo.json"], dataset_dir="data")  # doctest: +SKIP
+    """
+    run_bundle_workflow(
+        config_file=_config_files(configs, extra_configs),
+        meta_file=overrides.get("metadata_file", str(BUNDLE_ROOT / "configs" / "metadata.json")),
+        logging_file=str(BUNDLE_ROOT / "configs" / "logging.conf"),
+        **overrides,
+    )
 
 
 def _bottleneck(
     ckpt: Path, extra_configs: Sequence[str], overrides: Mapping[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    with _in_bundle_root():
-        parser = ConfigParser()
-        parser.read_config(_config_files("evaluate.json", extra_configs))
-        parser.update(dict(overrides))
-        network = parser.get_parsed_content("network")
-        load_network(network, ckpt)
-        return bottleneck_samples(network, parser.get_parsed_content("dataloader"), parser.get_parsed_content("device"))
+    parser = ConfigParser()
+    parser.read_config(_config_files(EVALUATE, extra_configs))
+    parser.update(dict(overrides))
+    network = parser.get_parsed_content("network")
+    load_network(network, ckpt)
+    return bottleneck_samples(
+        network, parser.get_parsed_content("evaluate::dataloader"), parser.get_parsed_content("device")
+    )
 
 
 def _alignment_rows(
@@ -162,7 +157,6 @@ def ablate(
     modalities = list((overrides or {}).get("modalities", DEFAULT_MODALITIES))
     output = Path(output_dir).resolve()
     arms: dict[str, dict] = {}
-    evaluate_ids = set(ConfigParser.load_config_files(_config_files("evaluate.json", extra_configs)))
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"seeds must be an int >= 1, got {seeds!r}.")
     base_seed = int(dict(overrides or {}).get("seed", 0))
@@ -183,15 +177,10 @@ def ablate(
                 **arm_change,
             }
             logger.info(f"ablation run {work.name} ({name}): training")
-            run_bundle("train.json", extra_configs, **settings)
-            # nested keys such as lr_scheduler::T_max only exist in train.json
-            evaluate = {
-                k: v
-                for k, v in settings.items()
-                if k not in ("ckpt_dir", "resume") and ("::" not in k or k.split("::")[0] in evaluate_ids)
-            }
+            run_bundle(["train.json"], extra_configs, **settings)
+            evaluate = {k: v for k, v in settings.items() if k not in ("ckpt_dir", "resume")}
             logger.info(f"ablation run {work.name} ({name}): evaluating all combinations")
-            run_bundle("evaluate.json", extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
+            run_bundle(EVALUATE, extra_configs, ckpt_path=str(work / "models" / "model.pt"), **evaluate)
             runs.append(
                 {
                     "work": work,

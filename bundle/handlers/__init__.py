@@ -16,6 +16,7 @@ from bundle.handlers.combinations import (
 )
 from bundle.handlers.dropping import DROPPING_SCHEDULES, ModalityDropping, draw_kept_sequences
 from bundle.handlers.election import (
+    ElectionEngine,
     ElectionHandler,
     bootstrap_win_rate,
     elect_teachers,
@@ -67,6 +68,7 @@ __all__ = [
     "format_summary_markdown",
     "summarize_combinations",
     "write_combination_reports",
+    "ElectionEngine",
     "ElectionHandler",
     "bootstrap_win_rate",
     "elect_teachers",

@@ -34,6 +34,7 @@ __all__ = [
     "read_teachers",
     "format_election",
     "ElectionHandler",
+    "ElectionEngine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,8 @@ def read_teachers(
     except InputError as error:
         raise InputError(
             f"{metadata_file} records {error} The metadata belongs to another model. Re-elect "
-            '(python -m monai.bundle run --config_file configs/elect.json) or remove its "lckd" block.'
+            "(python -m monai.bundle run --config_file \"['configs/train.json','configs/elect.json']\") or remove "
+            'its "lckd" block.'
         ) from None
 
 
@@ -382,3 +384,25 @@ class ElectionHandler:
         self.result = state
         if self.loss is not None:
             self.loss.set_teachers(state.get("teachers"))
+
+
+class ElectionEngine(Engine):
+    """One election as an Ignite engine: a single iteration that elects and publishes the result.
+
+    ``elect.json`` runs it on a trained model; handlers (TensorBoard, MLflow) attach as to any engine
+    and see ``engine.state.metrics`` (the single-modality Dice table) and ``engine.state.teachers``.
+
+    Args:
+        elector: the :class:`ElectionHandler` holding the network, the validation loader and the schedule.
+        handlers: Ignite/MONAI handlers to attach, in order.
+    """
+
+    def __init__(self, elector: ElectionHandler, handlers: Sequence[Any] = ()) -> None:
+        super().__init__(lambda engine, batch: elector.publish(engine, elector.elect()))
+        self.elector = elector
+        for handler in handlers:
+            handler.attach(self)
+
+    def run(self, data: Iterable | None = None, max_epochs: int = 1, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Elect once."""
+        return super().run([None] if data is None else data, max_epochs=max_epochs, **kwargs)
