@@ -25,16 +25,14 @@ from bundle.networks import LCKDNet
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 
-# Tiny-model overrides for any workflow config; 32^3 volumes, narrow filters. MLflow tracking (on by
-# default) is left to tests/test_tracking.py: a new SQLite store costs seconds.
+# Tiny-model overrides for any workflow config: configs/demo.json's CPU profile (32^3 patches, 4 levels)
+# with narrower filters, one patch per case, no warm-up. MLflow tracking (on by default) is left to
+# tests/test_tracking.py: a new SQLite store costs seconds.
+DEMO_PROFILE = json.loads((CONFIGS / "demo.json").read_text())
 TINY_OVERRIDES = {
+    **{key: DEMO_PROFILE[key] for key in ("patch_size", "kernel_size", "strides", "batch_size", "num_workers")},
     "mlflow": False,
-    "patch_size": [32, 32, 32],
     "filters": [4, 8, 16, 32],
-    "kernel_size": [3, 3, 3, 3],
-    "strides": [1, 2, 2, 2],
-    "num_workers": 0,
-    "batch_size": 2,
     "num_samples": 1,
     "sw_batch_size": 2,
     "warmup_epochs": 0,

@@ -36,11 +36,10 @@ from bundle.modalities import DEFAULT_MODALITIES, check_modalities, combination_
 from bundle.networks import LCKDNet
 from bundle.settings import check_settings, check_writable
 from bundle.transforms import StackModalitiesd
-from tests.conftest import BUNDLE_ROOT
+from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS
 
 SIZE = 16
 CASE = "SYNTH_0000"
-TINY_NET = {"filters": [4, 8, 16], "kernel_size": [3, 3, 3], "strides": [1, 2, 2]}
 
 
 def _file(root: Path, key: str, case: str = CASE) -> Path:
@@ -83,8 +82,10 @@ def _msd(root: Path, channels: int) -> Path:
     return msd
 
 
-def _tiny_net(modalities=DEFAULT_MODALITIES, filters=(4, 8, 16)) -> LCKDNet:
-    return LCKDNet(modalities, filters=list(filters), kernel_size=TINY_NET["kernel_size"], strides=TINY_NET["strides"])
+def _tiny_net(modalities=DEFAULT_MODALITIES, filters=NETWORK_KEYS["filters"]) -> LCKDNet:
+    return LCKDNet(
+        modalities, filters=list(filters), kernel_size=NETWORK_KEYS["kernel_size"], strides=NETWORK_KEYS["strides"]
+    )
 
 
 def _write_metadata(root: Path, teachers: dict) -> Path:
@@ -135,7 +136,9 @@ def _load_in_an_engine(root: Path, checkpoint: Path) -> None:
 
 def _resume_other_model(root: Path) -> None:
     (root / "models").mkdir()
-    torch.save({"model": _tiny_net(filters=(4, 8, 32)).state_dict()}, root / "models" / "latest_checkpoint_epoch=3.pt")
+    torch.save(
+        {"model": _tiny_net(filters=(4, 8, 16, 64)).state_dict()}, root / "models" / "latest_checkpoint_epoch=3.pt"
+    )
     net = _tiny_net()
     resume_from_latest(mock.MagicMock(), root / "models", {"model": net})
 
@@ -439,7 +442,7 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "checkpoint_of_other_filters",
         lambda root: (
-            torch.save({"model": _tiny_net(filters=(8, 8, 16)).state_dict()}, root / "m.pt"),
+            torch.save({"model": _tiny_net(filters=(8, 8, 16, 32)).state_dict()}, root / "m.pt"),
             load_network(_tiny_net(), root / "m.pt"),
         ),
         r"m.pt does not fit the network",
@@ -481,7 +484,7 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "checkpoint_of_another_network_in_an_engine",
         lambda root: (
-            torch.save({"model": _tiny_net(filters=(8, 8, 16)).state_dict()}, root / "m.pt"),
+            torch.save({"model": _tiny_net(filters=(8, 8, 16, 32)).state_dict()}, root / "m.pt"),
             _load_in_an_engine(root, root / "m.pt"),
         ),
         r"m.pt does not fit the network: 0 weights missing, 0 unexpected and \d+ of another shape \(e.g. ",

@@ -43,7 +43,7 @@ class TestElectionEndToEnd(unittest.TestCase):
                 learning_rate=0.003,
                 filters=[8, 16, 32, 64],
                 num_samples=1,  # one patch per case and epoch: half the time of two, same outcome
-                **{"lr_scheduler::T_max": 1000},  # constant rate: cosine decay over 50 epochs stalls learning
+                lr_schedule_epochs=1000,  # constant rate: cosine decay over 50 epochs stalls learning
             )
             block = json.loads((work / "metadata.json").read_text())["lckd"]
             self.assertEqual(block["teachers"], teachers, json.dumps(block["election_dice"]))

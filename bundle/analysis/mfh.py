@@ -20,34 +20,27 @@ from typing import Any
 
 import numpy as np
 
-from bundle.analysis.ablation import ablate
+from bundle.analysis.ablation import BUNDLE_ROOT, ablate
 from bundle.analysis.efficacy import paired_interval
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_dataset
 from bundle.errors import install_excepthook
 from bundle.handlers.evaluation import csv_bytes, write_files
 from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS
 
-__all__ = ["SWEEP_SETTINGS", "student_gain", "run_sweep", "main"]
+__all__ = ["SWEEP_CONFIG", "SWEEP_SETTINGS", "student_gain", "run_sweep", "main"]
 
 logger = logging.getLogger(__name__)
 
+SWEEP_CONFIG = BUNDLE_ROOT / "configs" / "demo.json"
+"""The small CPU profile each arm of the sweep trains with (32^3 patches, 4 levels)."""
+
 SWEEP_SETTINGS: dict[str, Any] = {
-    "patch_size": [32, 32, 32],
-    "filters": [8, 16, 32, 64],
-    "kernel_size": [3, 3, 3, 3],
-    "strides": [1, 2, 2, 2],
-    "batch_size": 2,
     "num_samples": 1,
-    "sw_batch_size": 4,
-    "num_workers": 0,
-    "learning_rate": 0.003,
-    "lr_scheduler::T_max": 100000,  # a constant rate: cosine decay over a short run stalls learning
-    "val_fraction": 0.2,
-    "test_fraction": 0.2,
+    "lr_schedule_epochs": 100000,  # a constant rate: cosine decay over a short run stalls learning
     "hd95": False,
     "log_every": 100,
 }
-"""Small, CPU-friendly training settings for each arm of the sweep (32^3 volumes, 4 levels)."""
+"""What the sweep changes in that profile."""
 
 
 def student_gain(
@@ -152,7 +145,9 @@ def run_sweep(
         start = time.monotonic()
         work = output / f"shared_{fraction:.2f}"
         make_dataset(work / "data", cases=cases, size=size, seed=seed, shared=fraction)
-        result = ablate(work / "data", work, overrides={**SWEEP_SETTINGS, **dict(settings or {})})
+        result = ablate(
+            work / "data", work, extra_configs=[str(SWEEP_CONFIG)], overrides={**SWEEP_SETTINGS, **dict(settings or {})}
+        )
         names = result["names"]
         gains = student_gain(result["rows"][names[0]], result["rows"][names[1]], DEFAULT_TEACHERS)
         row: dict[str, Any] = {"shared": float(fraction)}
