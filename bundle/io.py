@@ -32,7 +32,7 @@ __all__ = [
     "load_checkpoint",
     "load_network",
     "mismatch_error",
-    "update_checkpoint",
+    "save_weights",
 ]
 
 
@@ -315,8 +315,16 @@ def mismatch_error(path: str | os.PathLike, expected: Mapping[str, Any], found: 
     )
 
 
-def update_checkpoint(path: str | os.PathLike, key: str, value: Any) -> None:
-    """Set one entry of a checkpoint file, atomically; the weights and other entries are kept."""
-    checkpoint = load_checkpoint(path)
-    checkpoint[key] = value
+def save_weights(network: Any, path: str | os.PathLike) -> None:
+    """Write ``network``'s ``state_dict`` (with its record) into ``path`` atomically.
+
+    A plain ``state_dict`` file (``models/model.pt``) is replaced; in a training checkpoint only its
+    ``"model"`` entry is, the optimizer and trainer state are kept.
+    """
+    state = getattr(network, "module", network).state_dict()
+    checkpoint = load_checkpoint(path) if unreadable_reason(path) != "absent" else {}
+    if "model" in checkpoint:
+        checkpoint["model"] = state
+    else:
+        checkpoint = state
     atomic_write(path, lambda file: torch.save(checkpoint, file))

@@ -185,7 +185,6 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
 
     return {
         "max_epochs": _whole(1),
-        "lr_schedule_epochs": _whole(1),
         "val_interval": _whole(1),
         "elect_epoch": _whole(1),
         "reelect_every": _whole(0),

@@ -160,12 +160,12 @@ def stacked_case(case_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tiny_checkpoint(path: Path) -> LCKDNet:
-    """Save an untrained network of the tiny settings as ``{"model": state_dict}`` and return it."""
+    """Save an untrained network of the tiny settings as a plain ``state_dict`` (as ``models/model.pt``) and return it."""
     torch.manual_seed(0)
     net = LCKDNet(
         filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"]
     )
-    torch.save({"model": net.state_dict()}, path)
+    torch.save(net.state_dict(), path)
     return net
 
 
@@ -181,7 +181,6 @@ def tiny_torchscript(folder: Path) -> tuple[LCKDNet, Path]:
         ckpt_file=str(folder / "model.pt"),
         meta_file=str(fresh_metadata(folder)),
         config_file=str(CONFIGS / "inference.json"),
-        key_in_ckpt="model",
         **NETWORK_KEYS,
     )
     return net, folder / "model.ts"

@@ -12,12 +12,13 @@ from tempfile import TemporaryDirectory
 
 import nibabel as nib
 import numpy as np
-import torch
 from monai.bundle import verify_net_in_out
 
+from bundle.networks import read_record
 from tests.conftest import (
     BUNDLE_ROOT,
     CONFIGS,
+    NETWORK_KEYS,
     SUBPROCESS_ENV,
     TINY_NETWORK,
     TinyDatasetTestCase,
@@ -27,6 +28,10 @@ from tests.conftest import (
 )
 
 METADATA = json.loads((CONFIGS / "metadata.json").read_text())
+
+
+# the settings of a tiny run without the network's shape, which evaluation and election read from the checkpoint
+WITHOUT_NETWORK_KEYS = {k: v for k, v in TINY_NETWORK.items() if k not in NETWORK_KEYS}
 
 
 class TestMetadata(unittest.TestCase):
@@ -129,16 +134,15 @@ class TestElectWorkflow(TinyDatasetTestCase):
                 ckpt_path=str(ckpt),
                 metadata_file=str(metadata),
                 resamples=20,
-                **TINY_NETWORK,
+                **WITHOUT_NETWORK_KEYS,  # the network is rebuilt from the checkpoint's record
             )
             block = json.loads(metadata.read_text())["lckd"]
             self.assertEqual(set(block["teachers"]), {"ET", "TC", "WT"})
             self.assertEqual(block["modalities"], ["flair", "t1", "t1ce", "t2"])
             for region in ("ET", "TC", "WT"):
                 self.assertAlmostEqual(sum(block["win_rate"][region].values()), 1.0, places=3)
-            stored = torch.load(ckpt, weights_only=True)
-            self.assertEqual(stored["lckd"]["teachers"], block["teachers"])
-            self.assertIn("model", stored)
+            self.assertEqual(read_record(ckpt)["teachers"], block["teachers"])  # written back into model.pt
+            self.assertEqual(read_record(ckpt)["network"]["filters"], NETWORK_KEYS["filters"])
 
 
 class TestEvaluateWorkflow(TinyDatasetTestCase):
@@ -153,7 +157,7 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 ckpt_path=str(ckpt),
                 output_dir=str(out),
                 val_fraction=0.25,
-                **TINY_NETWORK,
+                **WITHOUT_NETWORK_KEYS,  # the network is rebuilt from the checkpoint's record
             )
             self.assertTrue((out / "report").is_symlink())
             out = out / "report"

@@ -103,7 +103,7 @@ class TestBooleanKeysThroughMonaiBundleRun(TinyDatasetTestCase):
             self.assertNotIn("latest_checkpoint_epoch=1.pt (epoch 1", output)  # the resume message of a resumed run
             self.assertIn("SupervisedTrainer - INFO - Epoch[1] Complete", output)  # trained again from epoch 1
             self.assertFalse((work / "eval" / "mlruns.db").exists())
-            weights = torch.load(work / "models" / "model.pt", weights_only=True)["model"]
+            weights = torch.load(work / "models" / "model.pt", weights_only=True)
             self.assertTrue(any(key.startswith("encoders.3.") for key in weights))  # one encoder per sequence
             typo = self._train(work, "--resume", "maybe")
             self.assertNotEqual(typo.returncode, 0)

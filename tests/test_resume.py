@@ -17,6 +17,7 @@ import torch
 from bundle.errors import input_error_of
 from bundle.handlers import latest_checkpoint
 from bundle.io import atomic_write, load_checkpoint, read_json
+from bundle.networks import read_record
 from tests.conftest import (
     BUNDLE_ROOT,
     SUBPROCESS_ENV,
@@ -79,7 +80,7 @@ class TestKillAndResume(TinyDatasetTestCase):
         checkpoint = load_checkpoint(latest)  # weights_only=True
         trainer = checkpoint["trainer"]
         self.assertEqual(trainer["iteration"] // trainer["epoch_length"], epoch)
-        self.assertEqual(set(checkpoint), {"model", "optimizer", "lr_scheduler", "trainer", "lckd"})
+        self.assertEqual(set(checkpoint), {"model", "optimizer", "lr_scheduler", "trainer", "lckd", "best_checkpoint"})
         leftovers = [p.name for p in self.work.glob("models/.*") if p.name != ".lock"]  # the run's lock file stays
         self.assertEqual(list(self.work.glob("models/*.tmp")) + leftovers, [])
         read_json(self.work / "metadata.json")  # valid JSON
@@ -115,8 +116,8 @@ class TestKillAndResume(TinyDatasetTestCase):
         teachers = read_json(self.work / "metadata.json")["lckd"]["teachers"]
         self.assertEqual(final["lckd"]["teachers"], teachers)
         self.assertEqual(final["lckd"]["elected_at"]["epoch"], ELECT_EPOCH)
-        best = load_checkpoint(self.work / "models" / "model.pt")
-        self.assertIn("checkpointer", best)  # the best metric survives a restart
+        self.assertTrue(final["best_checkpoint"]["_saved"])  # the best metric survives a restart
+        self.assertEqual(read_record(self.work / "models" / "model.pt")["teachers"], teachers)
 
         # 4. a finished run re-run does not train again
         output = self._run(kill_after=None)

@@ -10,6 +10,7 @@ from parameterized import parameterized
 
 from bundle.errors import input_error_of
 from bundle.handlers import format_teachers
+from bundle.networks import read_record
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow
 
 
@@ -55,10 +56,16 @@ class TestTrainWorkflow(TinyDatasetTestCase):
             latest = sorted((work / "models").glob("latest_checkpoint_epoch=*.pt"))
             self.assertEqual([p.name for p in latest], ["latest_checkpoint_epoch=2.pt"])
             checkpoint = torch.load(latest[0], weights_only=True)
-            self.assertEqual(set(checkpoint), {"model", "optimizer", "lr_scheduler", "trainer", "lckd"})
+            self.assertEqual(
+                set(checkpoint), {"model", "optimizer", "lr_scheduler", "trainer", "lckd", "best_checkpoint"}
+            )
             self.assertEqual(checkpoint["lckd"]["teachers"], loss.teachers)
+            # models/model.pt: a plain state_dict whose record holds the network keys and the teacher set
             best = torch.load(work / "models" / "model.pt", weights_only=True)
-            self.assertIn("model", best)
+            self.assertIn("_extra_state", best)
+            record = read_record(work / "models" / "model.pt")
+            self.assertEqual(record["teachers"], loss.teachers)
+            self.assertEqual(record["network"]["filters"], TINY_OVERRIDES["filters"])
 
             metadata = json.loads((work / "metadata.json").read_text())
             self.assertEqual(metadata["lckd"]["teachers"], loss.teachers)
@@ -93,11 +100,11 @@ class TestModelSelection(TinyDatasetTestCase):
                 select_model=select_model,
             )  # fmt: skip
             last = kept["validate::evaluator"].state.metrics
-            ((priority, _),) = torch.load(work / "models" / "model.pt", weights_only=True)["checkpointer"]["_saved"]
+            latest = torch.load(work / "models" / "latest_checkpoint_epoch=3.pt", weights_only=True)
+            ((priority, _),) = latest["best_checkpoint"]["_saved"]  # the best-model saver's bookkeeping
             if select_model == "last":
                 self.assertEqual(priority, 3)  # the last validated epoch
-                final = torch.load(work / "models" / "latest_checkpoint_epoch=3.pt", weights_only=True)["model"]
-                best = torch.load(work / "models" / "model.pt", weights_only=True)["model"]
+                final, best = latest["model"], torch.load(work / "models" / "model.pt", weights_only=True)
                 self.assertTrue(all(torch.equal(final[k], best[k]) for k in final))
             else:  # the best mean Dice over the 15 combinations, at least the last epoch's
                 self.assertTrue(0.0 <= last["val_combinations_dice"] <= priority <= 1.0, priority)

@@ -93,6 +93,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:
                 checkpoint.save_handler = AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The best-metric bookkeeping (the key-metric checkpointer's state), to save in the periodic checkpoints."""
+        return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}
+
     def replace_after_next_save(self, filename: str) -> None:
         """Delete ``filename`` (in ``save_dir``) once the next periodic checkpoint is written, e.g. the one resumed from."""
         if self._interval_checkpoint is not None:
@@ -145,26 +149,22 @@ def resume_from_latest(
     trainer: Engine,
     ckpt_dir: str | os.PathLike,
     load_dict: Mapping[str, Any],
-    best_saver: CheckpointSaver | None = None,
-    best_file: str | os.PathLike | None = None,
     prefix: str = "latest",
     latest_saver: AtomicCheckpointSaver | None = None,
 ) -> Path | None:
     """Continue an interrupted training from the newest ``<prefix>_*.pt`` of ``ckpt_dir``.
 
-    The network, optimizer, LR scheduler, trainer (epoch, iteration) and teacher set of
-    ``load_dict`` are restored when the trainer starts (MONAI ``CheckpointLoader``); a run that had
-    finished stops at once. Older ``<prefix>_*.pt`` files, which a run killed between writing a checkpoint
-    and deleting the one it replaces leaves behind, are deleted once the newest has loaded. With ``best_saver`` and ``best_file`` (saved with
-    ``key_metric_save_state=True``) the best metric so far is restored too, so a worse model does not
-    replace the best one after the restart.
+    Everything in ``load_dict`` (network with its record, optimizer, LR scheduler, trainer's epoch and
+    iteration, the election, and the best-model saver's best metric) is restored when the trainer starts
+    (MONAI ``CheckpointLoader``); a run that had finished stops at once. Older ``<prefix>_*.pt`` files,
+    which a run killed between writing a checkpoint and deleting the one it replaces leaves behind, are
+    deleted once the newest has loaded; the best metric restored, a worse model does not replace the
+    best one after the restart.
 
     Args:
         trainer: the training engine.
         ckpt_dir: folder of the checkpoints.
         load_dict: the ``save_dict`` of the saver that wrote them.
-        best_saver: the validation ``CheckpointSaver`` of the best model.
-        best_file: the best model's file.
         prefix: file prefix of the periodic checkpoints.
         latest_saver: the saver of the periodic checkpoints; the file resumed from is deleted once it has
             written the next one (Ignite does not know the files of an earlier process).
@@ -181,8 +181,9 @@ def resume_from_latest(
     checkpoint = load_checkpoint(path)
     network = load_dict.get("model")
     if network is not None and "model" in checkpoint:
-        expected = {k: tuple(v.shape) for k, v in get_state_dict(network).items()}
-        found = {k: tuple(v.shape) for k, v in checkpoint["model"].items()}
+        # the network's record (_extra_state) changes length with the teacher set: compare its presence only
+        expected = {k: () if k.endswith("_extra_state") else tuple(v.shape) for k, v in get_state_dict(network).items()}
+        found = {k: () if k.endswith("_extra_state") else tuple(v.shape) for k, v in checkpoint["model"].items()}
         if expected != found:
             differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
             raise InputError(
@@ -202,10 +203,6 @@ def resume_from_latest(
             older.unlink()
     if latest_saver is not None:
         latest_saver.replace_after_next_save(path.name)
-    if best_saver is not None and best_file is not None and Path(best_file).is_file():
-        state = load_checkpoint(best_file).get("checkpointer")
-        if state is not None:
-            best_saver.load_state_dict(state)
     trainer_state = checkpoint.get("trainer", {})
     epoch = trainer_state.get("epoch") or trainer_state.get("iteration", 0) // max(
         1, trainer_state.get("epoch_length") or 1

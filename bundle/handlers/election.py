@@ -374,7 +374,7 @@ class ElectionHandler:
         return dict(self.result)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss."""
+        """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss and the network's record."""
         state = dict(state)
         if state and list(state.get("modalities", [])) != list(self.modalities):
             raise InputError(
@@ -384,6 +384,9 @@ class ElectionHandler:
         self.result = state
         if self.loss is not None:
             self.loss.set_teachers(state.get("teachers"))
+        record = getattr(unwrap(self.network), "record", None)
+        if record is not None:  # the teacher set travels with the weights (LCKDNet's record)
+            record["teachers"] = state.get("teachers")
 
 
 class ElectionEngine(Engine):

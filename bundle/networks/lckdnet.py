@@ -3,8 +3,9 @@ sequences and a shared decoder."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock, get_conv_layer
@@ -14,9 +15,28 @@ from bundle.errors import InputError
 from bundle.modalities import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
 from bundle.networks.inferer import presence_mask
 
-__all__ = ["LCKDNet", "FILL_MODES"]
+__all__ = ["LCKDNet", "FILL_MODES", "plain", "encode_record", "decode_record"]
 
 FILL_MODES: tuple[str, ...] = ("all_levels", "bottleneck")
+
+
+def encode_record(record: dict) -> torch.Tensor:
+    """A JSON-serialisable record as a uint8 tensor of its UTF-8 JSON."""
+    return torch.tensor(list(json.dumps(record, sort_keys=True).encode("utf-8")), dtype=torch.uint8)
+
+
+def decode_record(state: Any) -> dict:
+    """The record of :func:`encode_record` (or a record dict as is); ``{}`` for anything else."""
+    if isinstance(state, torch.Tensor):
+        return dict(json.loads(bytes(state.tolist()).decode("utf-8")))
+    return dict(state) if isinstance(state, dict) else {}
+
+
+def plain(value: Any) -> Any:
+    """Tuples and nested sequences as lists of ints, as JSON and a network's record store them."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 class _Encoder(nn.Module):
@@ -68,6 +88,12 @@ class LCKDNet(nn.Module):
         act_name: activation of the residual blocks.
         dropout: dropout probability in the residual blocks.
 
+    The network carries its record in its ``state_dict`` (PyTorch's extra state, key ``_extra_state``):
+    the constructor keys above and the elected teacher set (``record["teachers"]``, set by the election),
+    so a saved ``state_dict`` is all it takes to rebuild and serve the model
+    (:func:`bundle.networks.network_from_record`). Loading weights whose record names other keys is
+    refused with the differences.
+
     In ``eval()`` mode ``forward`` returns the logits ``(B, out_channels, H, W, D)``; in ``train()`` mode
     it returns ``(logits, bottleneck, mask)``: the per-sequence bottleneck features before fill
     ``(B, N, C, h, w, d)`` and the boolean mask ``(B, N)`` used, for the distillation loss.
@@ -109,6 +135,18 @@ class LCKDNet(nn.Module):
             raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
         if out_channels < 1:
             raise InputError(f"out_channels must be at least 1, got {out_channels}.")
+        self.record = {
+            "network": {
+                "modalities": list(self.modalities),
+                "out_channels": int(out_channels),
+                "kernel_size": plain(kernel_size),
+                "strides": plain(strides),
+                "filters": [int(f) for f in filters],
+                "shared_encoder": bool(shared_encoder),
+                "fill": fill,
+            },
+            "teachers": None,
+        }
         self.num_modalities = len(self.modalities)
         self.filters = [int(f) for f in filters]
         self.strides = list(strides)
@@ -171,6 +209,35 @@ class LCKDNet(nn.Module):
         for index, upsample in enumerate(self.upsamples):
             x = upsample(x, fused[last - 1 - index])
         return self.output_block(x)
+
+    @torch.jit.unused
+    def get_extra_state(self) -> torch.Tensor:
+        """The record saved with the weights, ``{"network": constructor keys, "teachers": region -> sequence}``, as
+        UTF-8 JSON in a uint8 tensor (a tensor, so that tracing and ONNX export, which expect tensors, still work)."""
+        return encode_record({"network": dict(self.record["network"]), "teachers": self.record["teachers"]})
+
+    @torch.jit.unused
+    def set_extra_state(self, state: Any) -> None:
+        """Take the teacher set of loaded weights, after checking they were trained with this network's keys."""
+        state = decode_record(state)
+        recorded = dict(state.get("network", {}))
+        own = self.record["network"]
+        differing = [key for key, value in recorded.items() if key in own and own[key] != value]
+        if differing:
+            raise InputError(
+                "these weights were trained with "
+                + ", ".join(f"{key}={recorded[key]}" for key in differing)
+                + " but the network is built with "
+                + ", ".join(f"{key}={own[key]}" for key in differing)
+                + "; pass the trained values, or build it from the checkpoint (bundle.networks.network_from_record)."
+            )
+        self.record["teachers"] = dict(state["teachers"]) if state.get("teachers") else None
+
+    @torch.jit.unused
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
+        if prefix + "_extra_state" in missing_keys:  # weights saved before networks carried a record
+            missing_keys.remove(prefix + "_extra_state")
 
     def forward(
         self, x: torch.Tensor, mask: Optional[torch.Tensor] = None

@@ -1,0 +1,85 @@
+"""The record a trained LCKDNet carries in its weights: its constructor keys and its teacher set.
+
+``models/model.pt`` is a plain ``state_dict`` (model-zoo's ``ckpt_export`` loads it without
+``key_in_ckpt``), whose ``_extra_state`` entry is :meth:`LCKDNet.get_extra_state`. Election,
+evaluation and inference build the network from it, so a model trained with non-default ``filters``
+or ``strides`` runs without repeating them, and report the teacher set it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bundle.errors import InputError
+from bundle.io import load_checkpoint, unreadable_reason
+from bundle.modalities import check_teachers
+from bundle.networks.lckdnet import LCKDNet, decode_record, plain
+
+__all__ = ["read_record", "network_from_record", "recorded_teachers"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_record(checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The record in ``checkpoint`` (a ``state_dict``, or a training checkpoint's ``"model"``); ``None`` if it has none.
+
+    Returns ``None`` too when ``checkpoint`` is ``None`` or absent (a model not trained yet); a file that
+    exists but cannot be read is an error (see :func:`bundle.io.load_checkpoint`).
+    """
+    if checkpoint is None or unreadable_reason(checkpoint) == "absent":
+        return None
+    state = load_checkpoint(checkpoint)
+    state = state.get("model", state)
+    record = decode_record(state.get("_extra_state")) if isinstance(state, Mapping) else {}
+    return record or None
+
+
+def network_from_record(checkpoint: str | os.PathLike | None = None, **config: Any) -> LCKDNet:
+    """An LCKDNet with the constructor keys recorded in ``checkpoint``, or with ``config`` when it has no record.
+
+    A config key that disagrees with the record is logged as a warning and the record wins, since the
+    weights only fit the network they were trained as; other modalities are an error, because the data
+    pipeline stacks the config's sequences.
+
+    Args:
+        checkpoint: ``models/model.pt`` (absent before training: ``config`` is used).
+        config: :class:`LCKDNet` keyword arguments from the config.
+
+    Raises:
+        InputError: when the record's modalities differ from ``config["modalities"]``.
+
+    Example:
+        >>> net = network_from_record("models/model.pt", filters=[16, 32, 64, 128, 160])  # doctest: +SKIP
+    """
+    record = read_record(checkpoint)
+    keys = dict(config)
+    if record:
+        recorded = dict(record.get("network", {}))
+        if "modalities" in config and list(config["modalities"]) != recorded.get(
+            "modalities", list(config["modalities"])
+        ):
+            raise InputError(
+                f"{checkpoint} was trained on modalities {recorded['modalities']}, but modalities is "
+                f'{list(config["modalities"])}; pass --modalities "{recorded["modalities"]}".'
+            )
+        differing = [key for key, value in recorded.items() if key in config and plain(config[key]) != value]
+        if differing:
+            logger.warning(
+                f"{checkpoint} was trained with "
+                + ", ".join(f"{key}={recorded[key]}" for key in differing)
+                + "; the network is built with those, not the config's "
+                + ", ".join(f"{key}={plain(config[key])}" for key in differing)
+                + "."
+            )
+        keys.update(recorded)
+    return LCKDNet(**keys)
+
+
+def recorded_teachers(checkpoint: str | os.PathLike, modalities: Sequence[str]) -> dict[str, str] | None:
+    """The teacher set ``checkpoint`` records, checked against ``modalities``; ``None`` before any election."""
+    record = read_record(checkpoint)
+    teachers = (record or {}).get("teachers")
+    return check_teachers(teachers, modalities) if teachers else None
