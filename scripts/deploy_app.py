@@ -1,7 +1,7 @@
 """A minimal MONAI Deploy app: segment every case of a dataset folder with the bundle's TorchScript export.
 
     python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt \\
-        --meta_file configs/metadata.json --config_file configs/inference.json --key_in_ckpt model
+        --meta_file configs/metadata.json --config_file configs/inference.json
     python scripts/deploy_app.py -m models/model.ts -i /data/new_cases -o /data/segmentations
 
 MONAI Deploy's ``MonaiBundleInferenceOperator`` reads the metadata and inference.json embedded in
