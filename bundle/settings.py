@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from bundle.conventions import check_modalities
 from bundle.errors import InputError, install_excepthook
-from bundle.modalities import check_modalities
 
 __all__ = [
     "BOOLEAN_KEYS",

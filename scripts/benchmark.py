@@ -30,10 +30,10 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
+from bundle.conventions import combination_masks
 from bundle.data import DEFAULT_TEACHERS
 from bundle.errors import install_excepthook
 from bundle.losses import LCKDLoss
-from bundle.modalities import combination_masks
 from bundle.networks import LCKDNet, inference_network
 
 MODELS = ("dynunet", "lckdnet", "lckdnet_per_modality")

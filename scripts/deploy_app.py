@@ -29,10 +29,11 @@ from monai.deploy.core import Application, Image, IOType, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, MonaiBundleInferenceOperator
 from monai.transforms import Compose, LoadImaged
 
-from bundle.data import case_name, check_dataset, dataset_convention, discover_cases, file_stem
+from bundle.conventions import DEFAULT_MODALITIES as MODALITIES
+from bundle.conventions import case_name, file_stem
+from bundle.data import check_dataset, dataset_convention, discover_cases
 from bundle.errors import InputError, brief, install_excepthook
 from bundle.io import atomic_save_nifti, unreadable_reason
-from bundle.modalities import DEFAULT_MODALITIES as MODALITIES
 from bundle.transforms import StackModalitiesd, write_modalities_record
 
 

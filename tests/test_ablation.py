@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from bundle.analysis import ablate, parse_change, read_case_rows
-from bundle.modalities import REPORT_REGIONS
+from bundle.conventions import REPORT_REGIONS
 from tests.conftest import TINY_OVERRIDES, TinyDatasetTestCase
 
 

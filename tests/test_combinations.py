@@ -10,6 +10,7 @@ from parameterized import parameterized
 from scipy import ndimage
 from torch import nn
 
+from bundle.conventions import combination_masks
 from bundle.handlers import (
     BRATS_HD95_PENALTY,
     LESION_HD95_PENALTY,
@@ -17,7 +18,6 @@ from bundle.handlers import (
     lesion_scores,
     region_scores,
 )
-from bundle.modalities import combination_masks
 from bundle.networks import LCKDNet
 
 

@@ -11,7 +11,8 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from bundle.data import case_name, discover_cases, file_stem, load_datalist, make_dataset, split_cases
+from bundle.conventions import case_name, file_stem
+from bundle.data import discover_cases, load_datalist, make_dataset, split_cases
 from tests.conftest import BUNDLE_ROOT, stacked_case
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}

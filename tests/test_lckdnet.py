@@ -3,7 +3,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from bundle.modalities import combination_masks
+from bundle.conventions import combination_masks
 from bundle.networks import LCKDNet
 from bundle.networks.lckdnet import _mean_fill
 

@@ -22,11 +22,11 @@ from monai.bundle import run as run_bundle_workflow
 import bundle
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
 from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows, write_efficacy_reports
+from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.errors import InputError, install_excepthook
 from bundle.handlers.election import read_teachers
 from bundle.handlers.evaluation import csv_bytes, write_files
 from bundle.io import load_network
-from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS
 
 __all__ = ["BUNDLE_ROOT", "EVALUATE", "parse_change", "run_bundle", "ablate", "main"]
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS
 from bundle.errors import InputError
-from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS
 
 __all__ = ["linear_cka", "mean_cosine", "linear_probe", "bottleneck_samples", "alignment_table"]
 

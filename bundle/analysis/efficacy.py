@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from bundle.conventions import REPORT_REGIONS
 from bundle.errors import InputError
 from bundle.handlers.evaluation import csv_bytes, heatmap_png, write_files
-from bundle.modalities import REPORT_REGIONS
 
 __all__ = [
     "MIN_CASES",

@@ -1,22 +1,8 @@
-from bundle.data.discovery import (
-    LAYOUTS,
-    MSD,
-    case_name,
-    dataset_convention,
-    detect_layout,
-    discover_cases,
-    file_stem,
-    load_datalist,
-    split_cases,
-)
+from bundle.data.discovery import dataset_convention, detect_layout, discover_cases, load_datalist, split_cases
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
 from bundle.data.validation import check_dataset
 
 __all__ = [
-    "LAYOUTS",
-    "MSD",
-    "case_name",
-    "file_stem",
     "dataset_convention",
     "detect_layout",
     "discover_cases",

@@ -6,76 +6,25 @@ import json
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bundle.conventions import DEFAULT_MODALITIES, LAYOUTS, MSD, NIFTI_SUFFIXES, check_modalities, file_stem
 from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json, unreadable_reason
-from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
 __all__ = [
-    "LAYOUTS",
-    "MSD",
     "detect_layout",
     "dataset_convention",
     "discover_cases",
     "split_cases",
     "load_datalist",
-    "case_name",
-    "file_stem",
 ]
-
-LAYOUTS: dict[str, dict] = {
-    "brats2021": {"separator": "_", "names": {}, "label": "seg", "convention": "brats2021"},
-    "brats2023": {
-        "separator": "-",
-        "names": {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"},
-        "label": "seg",
-        "convention": "brats2023",
-    },
-}
-"""Per-case-folder layouts: ``<case>/<case><separator><name>.nii.gz``; ``names`` maps a modality to its
-file suffix where they differ (BraTS 2023: t2f = FLAIR, t1n = T1, t1c = T1ce, t2w = T2); ``convention``
-names the label values on disk (a key of ``bundle.transforms.LABEL_CONVENTIONS``)."""
-
-MSD = "msd"
-"""Medical Segmentation Decathlon Task01_BrainTumour: ``dataset.json``, ``imagesTr/*.nii.gz`` (4D, channels
-FLAIR, T1w, T1gd, T2w) and ``labelsTr/*.nii.gz`` (1 edema, 2 non-enhancing, 3 enhancing)."""
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def file_stem(path: str | os.PathLike) -> str:
-    """File name without its NIfTI extension only: ``BRATS_001.nii.gz`` -> ``BRATS_001``, ``Pat.00_t1.nii`` -> ``Pat.00_t1``.
-
-    Dots inside a name are kept, so cases ``Pat.00`` and ``Pat.01`` keep distinct output names.
-    """
-    name = Path(str(path)).name
-    for extension in (".nii.gz", ".nii"):
-        if name.endswith(extension):
-            return name[: -len(extension)]
-    return name
-
-
-def case_name(data: Mapping, default: str = "case", case_key: str = "case", image_key: str = "image") -> str:
-    """Name of the case a data dict (or a collated batch of one case) holds.
-
-    Its ``case_key`` entry (set by :func:`discover_cases`), else the file name of the image it was
-    loaded from, else ``default``.
-    """
-    case = data.get(case_key)
-    if isinstance(case, (list, tuple)):
-        case = case[0] if case else None
-    if case:
-        return str(case)
-    filename = getattr(data.get(image_key), "meta", {}).get("filename_or_obj")
-    if isinstance(filename, (list, tuple)):
-        filename = filename[0] if filename else None
-    return file_stem(filename) if filename else default
 
 
 def _file(case_dir: Path, layout: dict, name: str) -> Path | None:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
 from bundle.errors import InputError, install_excepthook
 from bundle.io import atomic_write_json
-from bundle.modalities import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalities
 
 __all__ = ["DEFAULT_TEACHERS", "make_case", "make_dataset", "parse_teachers", "main"]
 

@@ -19,11 +19,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bundle.conventions import LABEL_CONVENTIONS, check_modalities
 from bundle.errors import InputError
 from bundle.io import atomic_write_json, read_json, unreadable_reason
-from bundle.modalities import check_modalities
 from bundle.settings import device_memory
-from bundle.transforms.labels import LABEL_CONVENTIONS
 
 __all__ = ["check_dataset", "MAX_ABS_INTENSITY", "VOXEL_SIZE_RANGE", "MEMORY_FRACTION_PER_CASE"]
 

@@ -18,12 +18,12 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, check_teachers
 from bundle.distributed import unwrap
 from bundle.errors import InputError, InputFileError
 from bundle.handlers.combinations import combination_dice
 from bundle.handlers.report import format_teachers
 from bundle.io import atomic_write_json, read_json
-from bundle.modalities import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, check_teachers
 
 __all__ = [
     "elect_teachers",

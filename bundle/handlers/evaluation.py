@@ -18,18 +18,18 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 from torch import nn
 
-from bundle.data import case_name
-from bundle.errors import InputError
-from bundle.handlers.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY, case_combination_metrics
-from bundle.io import atomic_write, publish_files
-from bundle.modalities import (
+from bundle.conventions import (
     NETWORK_REGIONS,
     REPORT_REGIONS,
+    case_name,
     check_modalities,
     combination_masks,
     combination_name,
     modality_combinations,
 )
+from bundle.errors import InputError
+from bundle.handlers.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY, case_combination_metrics
+from bundle.io import atomic_write, publish_files
 
 __all__ = [
     "CombinationEvaluator",
@@ -54,7 +54,7 @@ class CombinationEvaluator(Engine):
     """Ignite engine that evaluates every case under each of the ``2**N - 1`` modality combinations.
 
     One iteration is one case: Dice (and HD95) per region for every combination, in the fixed order of
-    :func:`bundle.modalities.modality_combinations`. On completion it publishes ``output_dir/report/``:
+    :func:`bundle.conventions.modality_combinations`. On completion it publishes ``output_dir/report/``:
     ``combinations.csv`` (one row per case x combination), ``summary.csv`` and ``summary.md`` (mean and
     std per combination and region, and the average over the combinations, as the LCKD paper reports)
     and ``combinations.png`` (a Dice heatmap), the four replaced together (:func:`write_combination_reports`). Handlers (e.g. MONAI's

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-from bundle.modalities import REPORT_REGIONS
+from bundle.conventions import REPORT_REGIONS
 
 __all__ = [
     "LOSS_TERMS",

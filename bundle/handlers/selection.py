@@ -9,10 +9,10 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.conventions import check_modalities, combination_masks
 from bundle.distributed import unwrap
 from bundle.errors import InputError
 from bundle.handlers.combinations import combination_dice
-from bundle.modalities import check_modalities, combination_masks
 
 __all__ = ["SELECTION_METRICS", "selection_metric", "CombinationDiceHandler"]
 

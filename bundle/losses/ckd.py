@@ -10,8 +10,8 @@ from monai.engines.utils import IterationEvents
 from monai.losses import DiceLoss
 from torch import nn
 
+from bundle.conventions import DEFAULT_MODALITIES, check_modalities, check_teachers
 from bundle.errors import InputError
-from bundle.modalities import DEFAULT_MODALITIES, check_modalities, check_teachers
 
 __all__ = ["CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
 

@@ -11,8 +11,8 @@ import torch
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock, get_conv_layer
 from torch import nn
 
+from bundle.conventions import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
 from bundle.errors import InputError
-from bundle.modalities import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
 from bundle.networks.inferer import presence_mask
 
 __all__ = ["LCKDNet", "FILL_MODES", "plain", "encode_record", "decode_record"]

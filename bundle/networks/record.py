@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bundle.conventions import check_teachers
 from bundle.errors import InputError
 from bundle.io import load_checkpoint, unreadable_reason
-from bundle.modalities import check_teachers
 from bundle.networks.lckdnet import LCKDNet, decode_record, plain
 
 __all__ = ["read_record", "network_from_record", "recorded_teachers"]

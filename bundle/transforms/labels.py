@@ -1,4 +1,4 @@
-"""Label conventions of the supported datasets and the region -> label conversion MONAI lacks."""
+"""The region -> label conversion MONAI lacks (label conventions: :mod:`bundle.conventions`)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,10 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from bundle.conventions import LABEL_CONVENTIONS, NETWORK_REGIONS
 from bundle.errors import InputError
-from bundle.modalities import NETWORK_REGIONS
 
-__all__ = ["LABEL_CONVENTIONS", "label_mapping", "RegionsToLabelsd"]
-
-LABEL_CONVENTIONS: dict[str, dict[str, int]] = {
-    "brats2021": {"NCR": 1, "ED": 2, "ET": 4},
-    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},
-    "msd": {"NCR": 2, "ED": 1, "ET": 3},
-}
-"""Label value of each tumour class on disk: BraTS 2018-2021, BraTS 2023 and MSD Task01_BrainTumour."""
-
-
-def label_mapping(source: str, target: str = "brats2021") -> tuple[list[int], list[int]]:
-    """``(orig_labels, target_labels)`` for MONAI's ``MapLabelValued``, from one convention to another.
-
-    ``ConvertToMultiChannelBasedOnBratsClassesd`` expects BraTS 2018-2021 values (ET = 4), so BraTS 2023
-    and MSD labels are mapped to them first.
-
-    Example:
-        >>> label_mapping("msd")
-        ([2, 1, 3], [1, 2, 4])
-    """
-    for name in (source, target):
-        if name not in LABEL_CONVENTIONS:
-            raise InputError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {name!r}.")
-    classes = ("NCR", "ED", "ET")
-    return [LABEL_CONVENTIONS[source][c] for c in classes], [LABEL_CONVENTIONS[target][c] for c in classes]
-
+__all__ = ["RegionsToLabelsd"]
 
 class RegionsToLabelsd(MapTransform):
     """Turn binary region channels (TC, WT, ET) into one label map, as BraTS does.

@@ -13,10 +13,9 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 from monai.utils import convert_to_tensor
 
-from bundle.data.discovery import case_name
+from bundle.conventions import DEFAULT_MODALITIES, case_name, check_modalities
 from bundle.errors import InputError
 from bundle.io import atomic_write_json
-from bundle.modalities import DEFAULT_MODALITIES, check_modalities
 
 __all__ = ["LoadSequencesd", "StackModalitiesd", "RecordModalitiesd", "write_modalities_record"]
 

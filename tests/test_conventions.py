@@ -3,7 +3,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from bundle.modalities import (
+from bundle.conventions import (
     DEFAULT_MODALITIES,
     check_modalities,
     combination_masks,

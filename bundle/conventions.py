@@ -1,15 +1,25 @@
-"""Modality names, region names and the fixed order of the 15 modality combinations."""
+"""The dataset conventions in one place: sequence names and their order, tumour regions, label values on disk,
+dataset layouts, case names, and the fixed order of the 15 modality combinations."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 
 import torch
 
 from bundle.errors import InputError
 
 __all__ = [
+    "LABEL_CONVENTIONS",
+    "LAYOUTS",
+    "MSD",
+    "NIFTI_SUFFIXES",
+    "label_mapping",
+    "file_stem",
+    "case_name",
     "DEFAULT_MODALITIES",
     "NETWORK_REGIONS",
     "REPORT_REGIONS",
@@ -104,3 +114,77 @@ def combination_masks(modalities: Sequence[str] = DEFAULT_MODALITIES) -> torch.T
 def combination_name(combination: Sequence[str]) -> str:
     """Readable name of a combination, e.g. ``"flair+t1ce"``."""
     return "+".join(combination)
+
+
+LABEL_CONVENTIONS: dict[str, dict[str, int]] = {
+    "brats2021": {"NCR": 1, "ED": 2, "ET": 4},
+    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},
+    "msd": {"NCR": 2, "ED": 1, "ET": 3},
+}
+"""Label value of each tumour class on disk: BraTS 2018-2021, BraTS 2023 and MSD Task01_BrainTumour."""
+
+
+def label_mapping(source: str, target: str = "brats2021") -> tuple[list[int], list[int]]:
+    """``(orig_labels, target_labels)`` for MONAI's ``MapLabelValued``, from one convention to another.
+
+    ``ConvertToMultiChannelBasedOnBratsClassesd`` expects BraTS 2018-2021 values (ET = 4), so BraTS 2023
+    and MSD labels are mapped to them first.
+
+    Example:
+        >>> label_mapping("msd")
+        ([2, 1, 3], [1, 2, 4])
+    """
+    for name in (source, target):
+        if name not in LABEL_CONVENTIONS:
+            raise InputError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {name!r}.")
+    classes = ("NCR", "ED", "ET")
+    return [LABEL_CONVENTIONS[source][c] for c in classes], [LABEL_CONVENTIONS[target][c] for c in classes]
+
+
+LAYOUTS: dict[str, dict] = {
+    "brats2021": {"separator": "_", "names": {}, "label": "seg", "convention": "brats2021"},
+    "brats2023": {
+        "separator": "-",
+        "names": {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"},
+        "label": "seg",
+        "convention": "brats2023",
+    },
+}
+"""Per-case-folder layouts: ``<case>/<case><separator><name>.nii.gz``; ``names`` maps a modality to its
+file suffix where they differ (BraTS 2023: t2f = FLAIR, t1n = T1, t1c = T1ce, t2w = T2); ``convention``
+names the label values on disk (a key of ``bundle.transforms.LABEL_CONVENTIONS``)."""
+
+MSD = "msd"
+"""Medical Segmentation Decathlon Task01_BrainTumour: ``dataset.json``, ``imagesTr/*.nii.gz`` (4D, channels
+FLAIR, T1w, T1gd, T2w) and ``labelsTr/*.nii.gz`` (1 edema, 2 non-enhancing, 3 enhancing)."""
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """File name without its NIfTI extension only: ``BRATS_001.nii.gz`` -> ``BRATS_001``, ``Pat.00_t1.nii`` -> ``Pat.00_t1``.
+
+    Dots inside a name are kept, so cases ``Pat.00`` and ``Pat.01`` keep distinct output names.
+    """
+    name = Path(str(path)).name
+    for extension in (".nii.gz", ".nii"):
+        if name.endswith(extension):
+            return name[: -len(extension)]
+    return name
+
+
+def case_name(data: Mapping, default: str = "case", case_key: str = "case", image_key: str = "image") -> str:
+    """Name of the case a data dict (or a collated batch of one case) holds.
+
+    Its ``case_key`` entry (set by :func:`discover_cases`), else the file name of the image it was
+    loaded from, else ``default``.
+    """
+    case = data.get(case_key)
+    if isinstance(case, (list, tuple)):
+        case = case[0] if case else None
+    if case:
+        return str(case)
+    filename = getattr(data.get(image_key), "meta", {}).get("filename_or_obj")
+    if isinstance(filename, (list, tuple)):
+        filename = filename[0] if filename else None
+    return file_stem(filename) if filename else default
