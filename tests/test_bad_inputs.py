@@ -29,10 +29,11 @@ from parameterized import parameterized
 from bundle.conventions import DEFAULT_MODALITIES, check_modalities, combination_masks
 from bundle.data import check_dataset, dataset_convention, load_datalist, make_dataset
 from bundle.errors import InputError, InputFileError, input_error_of
-from bundle.handlers import AtomicDiskSaver, CheckedCheckpointLoader, read_metadata, read_teachers, resume_from_latest
-from bundle.handlers.combinations import case_combination_metrics
+from bundle.handlers import AtomicDiskSaver, CheckedCheckpointLoader, resume_from_latest
 from bundle.io import load_checkpoint, load_network
 from bundle.losses import LCKDLoss
+from bundle.metadata import read_metadata, read_teachers
+from bundle.metrics.combinations import case_combination_metrics
 from bundle.networks import LCKDNet
 from bundle.settings import check_settings, check_writable
 from bundle.transforms import StackModalitiesd

@@ -98,13 +98,14 @@ class TestInferenceWorkflow(TinyDatasetTestCase):
             self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
 
     def test_folder_where_no_case_has_t1_through_monai_bundle_run(self):
-        """One new patient with flair + t1ce only: segmented, not refused (only training needs every sequence)."""
+        """One new patient with flair + t1ce only: segmented, not refused (only training needs every sequence);
+        the tiny network is rebuilt from the record in model.pt, not from the (default) config keys."""
         with TemporaryDirectory() as tmp:
             root = Path(tmp)
             shutil.copytree(self.dataset / "SYNTH_0001", root / "new_cases" / "SYNTH_0001")  # lacks t1 and t2
             tiny_checkpoint(root / "model.pt")
             settings = {
-                **TINY_NETWORK,
+                **WITHOUT_NETWORK_KEYS,  # served without repeating the network's keys: model.pt records them
                 "dataset_dir": str(root / "new_cases"),
                 "ckpt_path": str(root / "model.pt"),
                 "output_dir": str(root / "out"),

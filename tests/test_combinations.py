@@ -11,7 +11,7 @@ from scipy import ndimage
 from torch import nn
 
 from bundle.conventions import combination_masks
-from bundle.handlers import (
+from bundle.metrics import (
     BRATS_HD95_PENALTY,
     LESION_HD95_PENALTY,
     case_combination_metrics,

@@ -11,7 +11,7 @@ from scipy import stats
 
 from bundle.analysis import average_seeds, compare_runs, holm, paired_interval, read_case_rows, write_efficacy_reports
 from bundle.analysis.mfh import student_gain
-from bundle.handlers.evaluation import csv_bytes
+from bundle.reports.tables import csv_bytes
 
 
 def _rows(offset_et: float, seed: int, combinations=("flair", "t1", "flair+t1")) -> list[dict]:

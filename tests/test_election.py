@@ -8,16 +8,12 @@ import torch
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
 
-from bundle.handlers import (
-    ElectionHandler,
-    bootstrap_win_rate,
-    elect_teachers,
-    format_election,
-    undecided_regions,
-    update_metadata,
-)
+from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
+from bundle.metadata import update_metadata
+from bundle.metrics import bootstrap_win_rate, elect_teachers, undecided_regions
 from bundle.networks import LCKDNet
+from bundle.reports import format_election
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
 

@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 
 from bundle.errors import InputError
-from bundle.handlers.evaluation import summarize_combinations, write_combination_reports
 from bundle.io import atomic_save_nifti, lock_folder, publish_files, unreadable_reason
+from bundle.reports.tables import summarize_combinations, write_combination_reports
 from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, locked_by_another_process
 
 
@@ -42,7 +42,7 @@ class TestLockFolder(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             with locked_by_another_process(Path(tmp)) as holder:
                 second = subprocess.run(
-                    [sys.executable, "-c", f"import bundle.io; bundle.io.lock_folder({tmp!r})"],
+                    [sys.executable, "-c", f"import bundle.errors, bundle.io; bundle.errors.install_excepthook(); bundle.io.lock_folder({tmp!r})"],
                     cwd=BUNDLE_ROOT, capture_output=True, text=True, env=SUBPROCESS_ENV,
                 )  # fmt: skip
             self.assertEqual(second.returncode, 1)
@@ -94,7 +94,7 @@ class TestPublishFiles(unittest.TestCase):
         summary = summarize_combinations(rows, ["flair"])
         with tempfile.TemporaryDirectory() as tmp:
             with mock.patch(
-                "bundle.handlers.evaluation.publish_files", side_effect=PermissionError(13, "Permission denied")
+                "bundle.reports.tables.publish_files", side_effect=PermissionError(13, "Permission denied")
             ):
                 with self.assertRaisesRegex(
                     InputError,

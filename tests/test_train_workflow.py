@@ -9,8 +9,8 @@ import torch
 from parameterized import parameterized
 
 from bundle.errors import input_error_of
-from bundle.handlers import format_teachers
 from bundle.networks import read_record
+from bundle.reports import format_teachers
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow
 
 

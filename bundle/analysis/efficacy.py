@@ -22,7 +22,7 @@ from scipy import stats
 
 from bundle.conventions import REPORT_REGIONS
 from bundle.errors import InputError
-from bundle.handlers.evaluation import csv_bytes, heatmap_png, write_files
+from bundle.reports.tables import csv_bytes, heatmap_png, write_files
 
 __all__ = [
     "MIN_CASES",

@@ -1,210 +1,29 @@
-"""Teacher election of LCKD: per region, the modality whose single-modality Dice is best."""
+"""The teacher election of LCKD during training: an Ignite handler electing at scheduled epochs."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, check_modalities, check_teachers
+from bundle.conventions import check_modalities
 from bundle.distributed import unwrap
-from bundle.errors import InputError, InputFileError
-from bundle.handlers.combinations import combination_dice
-from bundle.handlers.report import format_teachers
-from bundle.io import atomic_write_json, read_json
+from bundle.errors import InputError
+from bundle.metadata import update_metadata
+from bundle.metrics.combinations import combination_dice
+from bundle.metrics.election import LOW_WIN_RATE, bootstrap_win_rate, elect_teachers, undecided_regions
+from bundle.reports.logs import format_election, format_teachers
 
-__all__ = [
-    "elect_teachers",
-    "undecided_regions",
-    "bootstrap_win_rate",
-    "read_metadata",
-    "update_metadata",
-    "read_teachers",
-    "format_election",
-    "ElectionHandler",
-    "ElectionEngine",
-]
+__all__ = ["ElectionHandler"]
 
 logger = logging.getLogger(__name__)
-
-LOW_WIN_RATE = 0.7
-"""Below this bootstrap win rate the elected teacher is reported as uncertain."""
-
-
-def _argmax_first(scores: Sequence[float]) -> int:
-    """Index of the highest score, the first one on ties; NaN never wins."""
-    best = 0
-    for index, score in enumerate(scores):
-        if not math.isnan(score) and (math.isnan(scores[best]) or score > scores[best]):
-            best = index
-    return best
-
-
-def elect_teachers(
-    dice: torch.Tensor, modalities: Sequence[str], previous: Mapping[str, str] | None = None
-) -> tuple[dict[str, str], dict[str, dict[str, float | None]]]:
-    """Elect, per region, the modality with the best mean single-modality Dice.
-
-    A region that no case contains (every score NaN) cannot be decided: it keeps its ``previous``
-    teacher, or has none before the first election (the region is then absent from the teacher set).
-
-    Args:
-        dice: ``(cases, N, R)`` Dice of each case with only modality ``n`` present, regions in
-            network order (TC, WT, ET); NaN entries are skipped.
-        modalities: the N modality names, in canonical order (ties go to the earlier one).
-        previous: the teacher set in force, region -> modality; kept for undecided regions.
-
-    Returns:
-        ``(teachers, table)``: region -> modality, and region -> {modality: mean Dice or None}, in report
-        order (ET, TC, WT). :func:`undecided_regions` of the table names the regions not decided.
-
-    Example:
-        >>> dice = torch.tensor([[[0.1, 0.9, 0.2], [0.8, 0.3, 0.7]]])  # 1 case, 2 modalities
-        >>> elect_teachers(dice, ["flair", "t1ce"])[0]
-        {'ET': 't1ce', 'TC': 't1ce', 'WT': 'flair'}
-    """
-    modalities = check_modalities(modalities)
-    if dice.dim() != 3 or dice.shape[1] != len(modalities) or dice.shape[2] != len(NETWORK_REGIONS):
-        raise InputError(
-            f"dice must be (cases, {len(modalities)} modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}."
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a region no case holds: all-NaN mean
-        mean = torch.nanmean(dice.double(), dim=0)  # (N, R)
-    teachers, table = {}, {}
-    for region in REPORT_REGIONS:
-        scores = mean[:, NETWORK_REGIONS.index(region)].tolist()
-        table[region] = {m: round(s, 4) if not math.isnan(s) else None for m, s in zip(modalities, scores)}
-        if all(math.isnan(score) for score in scores):
-            if previous and region in previous:
-                teachers[region] = previous[region]
-            continue
-        teachers[region] = modalities[_argmax_first(scores)]
-    return teachers, table
-
-
-def undecided_regions(table: Mapping[str, Mapping[str, float | None]]) -> list[str]:
-    """Regions of an election table without any score: no validation case contains them."""
-    return [region for region, scores in table.items() if all(score is None for score in scores.values())]
-
-
-def bootstrap_win_rate(
-    dice: torch.Tensor, modalities: Sequence[str], resamples: int = 1000, seed: int = 0
-) -> dict[str, dict[str, float]]:
-    """How often each modality wins the election when the cases are resampled with replacement.
-
-    Args:
-        dice: ``(cases, N, R)`` as for :func:`elect_teachers`.
-        modalities: the N modality names.
-        resamples: number of bootstrap resamples.
-        seed: of the resampling, so the figure is reproducible.
-
-    Returns:
-        region -> {modality: fraction of resamples it wins}, in report order; regions no case holds are left out.
-    """
-    modalities = check_modalities(modalities)
-    values = dice.double().numpy()
-    cases = values.shape[0]
-    picks = np.random.default_rng(seed).integers(0, cases, size=(resamples, cases))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample may hold no case with a modality
-        means = np.nanmean(values[picks], axis=1)  # (resamples, N, R)
-    rates = {}
-    for region in REPORT_REGIONS:
-        column = means[:, :, NETWORK_REGIONS.index(region)]
-        if np.isnan(column).all():
-            continue  # no case holds the region: nothing to resample
-        wins = np.bincount([_argmax_first(row.tolist()) for row in column], minlength=len(modalities))
-        rates[region] = {m: round(float(w) / resamples, 4) for m, w in zip(modalities, wins)}
-    return rates
-
-
-def read_metadata(metadata_file: str | os.PathLike, writable: bool = False) -> dict[str, Any]:
-    """A bundle's metadata.json, checked to be a JSON object (and, with ``writable``, one the election can update).
-
-    Raises:
-        InputError: naming the file, what is wrong and the fix.
-    """
-    try:
-        metadata = read_json(metadata_file)
-    except InputFileError:
-        raise InputFileError(
-            f"{metadata_file} does not exist; restore the bundle's configs/metadata.json (git checkout "
-            "configs/metadata.json) or point --metadata_file at a copy of it."
-        ) from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("lckd", {}), dict):
-        raise InputError(
-            f'{metadata_file} must be a JSON object (a bundle\'s metadata, with an optional "lckd" object), got '
-            f"{json.dumps(metadata)[:60]}; restore it from the bundle (git checkout configs/metadata.json)."
-        )
-    if writable and not (os.access(metadata_file, os.W_OK) and os.access(Path(metadata_file).parent, os.W_OK)):
-        raise InputError(
-            f"{metadata_file} is read-only, but the teacher election writes the teacher set into it; make it and "
-            "its folder writable, or point --metadata_file at a writable copy."
-        )
-    return metadata
-
-
-def update_metadata(metadata_file: str | os.PathLike, block: Mapping[str, Any], key: str = "lckd") -> None:
-    """Set ``metadata[key] = block`` in a bundle's metadata.json atomically, keeping every other key."""
-    metadata = read_metadata(metadata_file)
-    metadata[key] = dict(block)
-    atomic_write_json(metadata_file, metadata)
-
-
-def read_teachers(
-    metadata_file: str | os.PathLike, modalities: Sequence[str], key: str = "lckd"
-) -> dict[str, str] | None:
-    """The teacher set recorded in a bundle's metadata.json, checked against the model's modalities.
-
-    Returns:
-        region -> modality, or ``None`` when no election has been recorded yet.
-
-    Raises:
-        InputError: when the recorded teachers name a region or a modality this model does not have.
-    """
-    teachers = read_metadata(metadata_file).get(key, {}).get("teachers")
-    if teachers is None:
-        return None
-    try:
-        return check_teachers(teachers, modalities)
-    except InputError as error:
-        raise InputError(
-            f"{metadata_file} records {error} The metadata belongs to another model. Re-elect "
-            "(python -m monai.bundle run --config_file \"['configs/train.json','configs/elect.json']\") or remove "
-            'its "lckd" block.'
-        ) from None
-
-
-def format_election(result: Mapping[str, Any]) -> str:
-    """A table of the single-modality Dice, the teachers and their win rates; undecided regions say so."""
-    modalities = result["modalities"]
-    width = max(7, *(len(m) + 2 for m in modalities))
-    lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate"]
-    undecided = result.get("undecided", [])
-    for region in REPORT_REGIONS:
-        scores = result["election_dice"][region]
-        cells = "".join(f"{'n/a' if scores[m] is None else f'{scores[m]:.3f}':>{width}}" for m in modalities)
-        teacher = result["teachers"].get(region)
-        rate = result.get("win_rate", {}).get(region, {}).get(teacher)
-        if region in undecided:
-            verdict = f"undecided (no case holds {region}; {'kept ' + teacher if teacher else 'no teacher'})"
-        else:
-            verdict = f"{teacher:<8} {'' if rate is None else f'{rate:.2f}'}"
-        lines.append(f"{region:<6}{cells}   {verdict}")
-    return "\n".join(lines)
 
 
 class ElectionHandler:
@@ -387,25 +206,3 @@ class ElectionHandler:
         record = getattr(unwrap(self.network), "record", None)
         if record is not None:  # the teacher set travels with the weights (LCKDNet's record)
             record["teachers"] = state.get("teachers")
-
-
-class ElectionEngine(Engine):
-    """One election as an Ignite engine: a single iteration that elects and publishes the result.
-
-    ``elect.json`` runs it on a trained model; handlers (TensorBoard, MLflow) attach as to any engine
-    and see ``engine.state.metrics`` (the single-modality Dice table) and ``engine.state.teachers``.
-
-    Args:
-        elector: the :class:`ElectionHandler` holding the network, the validation loader and the schedule.
-        handlers: Ignite/MONAI handlers to attach, in order.
-    """
-
-    def __init__(self, elector: ElectionHandler, handlers: Sequence[Any] = ()) -> None:
-        super().__init__(lambda engine, batch: elector.publish(engine, elector.elect()))
-        self.elector = elector
-        for handler in handlers:
-            handler.attach(self)
-
-    def run(self, data: Iterable | None = None, max_epochs: int = 1, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Elect once."""
-        return super().run([None] if data is None else data, max_epochs=max_epochs, **kwargs)

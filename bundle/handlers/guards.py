@@ -17,7 +17,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from bundle.errors import InputError
-from bundle.handlers.report import loss_terms
+from bundle.handlers.stats import loss_terms
 
 __all__ = ["StopOnNonFiniteLoss", "ReraiseErrors", "batch_cases"]
 

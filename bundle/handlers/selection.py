@@ -12,7 +12,7 @@ from torch import nn
 from bundle.conventions import check_modalities, combination_masks
 from bundle.distributed import unwrap
 from bundle.errors import InputError
-from bundle.handlers.combinations import combination_dice
+from bundle.metrics.combinations import combination_dice
 
 __all__ = ["SELECTION_METRICS", "selection_metric", "CombinationDiceHandler"]
 

@@ -13,6 +13,7 @@ from bundle.errors import InputError
 
 __all__ = ["RegionsToLabelsd"]
 
+
 class RegionsToLabelsd(MapTransform):
     """Turn binary region channels (TC, WT, ET) into one label map, as BraTS does.
 

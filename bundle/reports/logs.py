@@ -1,32 +1,24 @@
-"""Readable summaries of per-region validation metrics."""
+"""Readable summaries for the log: per-region Dice, the teacher set, the election table."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 from bundle.conventions import REPORT_REGIONS
 
 __all__ = [
-    "LOSS_TERMS",
-    "loss_terms",
     "region_dice",
     "format_region_dice",
     "format_teachers",
     "log_teachers",
     "log_validation_summary",
+    "format_election",
 ]
 
-LOSS_TERMS: tuple[str, ...] = ("loss", "seg_loss", "ckd_loss")
-
 logger = logging.getLogger(__name__)
-
-
-def loss_terms(output: Mapping | Sequence[Mapping]) -> dict[str, float]:
-    """Output transform for ``StatsHandler``: the loss terms of a trainer's (decollated) output."""
-    first = output[0] if isinstance(output, Sequence) else output
-    return {key: float(first[key]) for key in LOSS_TERMS if key in first}
 
 
 def region_dice(metrics: Mapping[str, float], prefix: str = "val_dice_") -> dict[str, float]:
@@ -80,3 +72,22 @@ def log_teachers(teachers: Mapping[str, str] | None, source: str | os.PathLike |
     if teachers:
         where = f" ({source})" if source else ""
         logger.info(f"teachers{where}: {format_teachers(teachers)}")
+
+
+def format_election(result: Mapping[str, Any]) -> str:
+    """A table of the single-modality Dice, the teachers and their win rates; undecided regions say so."""
+    modalities = result["modalities"]
+    width = max(7, *(len(m) + 2 for m in modalities))
+    lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate"]
+    undecided = result.get("undecided", [])
+    for region in REPORT_REGIONS:
+        scores = result["election_dice"][region]
+        cells = "".join(f"{'n/a' if scores[m] is None else f'{scores[m]:.3f}':>{width}}" for m in modalities)
+        teacher = result["teachers"].get(region)
+        rate = result.get("win_rate", {}).get(region, {}).get(teacher)
+        if region in undecided:
+            verdict = f"undecided (no case holds {region}; {'kept ' + teacher if teacher else 'no teacher'})"
+        else:
+            verdict = f"{teacher:<8} {'' if rate is None else f'{rate:.2f}'}"
+        lines.append(f"{region:<6}{cells}   {verdict}")
+    return "\n".join(lines)

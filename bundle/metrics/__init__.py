@@ -1,0 +1,25 @@
+"""Metrics and statistics the bundle adds to MONAI's: BraTS scoring over modality combinations and the
+teacher election's statistics."""
+
+from bundle.metrics.combinations import (
+    BRATS_HD95_PENALTY,
+    LESION_HD95_PENALTY,
+    case_combination_metrics,
+    combination_dice,
+    lesion_scores,
+    region_scores,
+)
+from bundle.metrics.election import LOW_WIN_RATE, bootstrap_win_rate, elect_teachers, undecided_regions
+
+__all__ = [
+    "BRATS_HD95_PENALTY",
+    "LESION_HD95_PENALTY",
+    "case_combination_metrics",
+    "combination_dice",
+    "lesion_scores",
+    "region_scores",
+    "LOW_WIN_RATE",
+    "bootstrap_win_rate",
+    "elect_teachers",
+    "undecided_regions",
+]
