@@ -25,7 +25,7 @@ from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows
 from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.errors import InputError, install_excepthook
 from bundle.io import load_network
-from bundle.metadata import read_teachers
+from bundle.networks import recorded_teachers
 from bundle.reports.tables import csv_bytes, write_files
 
 __all__ = ["BUNDLE_ROOT", "EVALUATE", "parse_change", "run_bundle", "ablate", "main"]
@@ -191,7 +191,7 @@ def ablate(
         arms[name] = {**runs[0], "rows": average_seeds([run["rows"] for run in runs])}
     entries = compare_runs(arms[names[0]]["rows"], arms[names[1]]["rows"], names)
     paths = write_efficacy_reports(entries, output, prefix)
-    teachers = read_teachers(arms[names[0]]["work"] / "metadata.json", modalities)
+    teachers = recorded_teachers(arms[names[0]]["work"] / "models" / "model.pt", modalities)
     alignment: list[dict[str, Any]] = []
     if diagnostics and teachers:
         for arm in arms.values():
