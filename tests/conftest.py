@@ -181,7 +181,7 @@ def tiny_torchscript(folder: Path) -> tuple[LCKDNet, Path]:
         ckpt_file=str(folder / "model.pt"),
         meta_file=str(fresh_metadata(folder)),
         config_file=str(CONFIGS / "inference.json"),
-        **NETWORK_KEYS,
+        ckpt_path=str(folder / "model.pt"),  # network_def is built from this file's record
     )
     return net, folder / "model.ts"
 

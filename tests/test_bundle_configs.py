@@ -69,6 +69,7 @@ class TestMetadata(unittest.TestCase):
             meta_file=str(CONFIGS / "metadata.json"),
             config_file=str(CONFIGS / "inference.json"),
             device="cpu",
+            ckpt_path="/nonexistent/model.pt",  # the network of the config, whatever a demo left in models/
         )
 
 

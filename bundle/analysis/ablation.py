@@ -70,7 +70,7 @@ def _bottleneck(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     parser = ConfigParser()
     parser.read_config(_config_files(EVALUATE, extra_configs))
-    parser.update(dict(overrides))
+    parser.update({**dict(overrides), "ckpt_path": str(ckpt)})  # the network is built from this model's record
     network = parser.get_parsed_content("network")
     load_network(network, ckpt)
     return bottleneck_samples(
