@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from bundle.conventions import DEFAULT_MODALITIES, LABEL_CONVENTIONS, LAYOUTS, MSD
+from bundle.data.synthetic import smooth_field
 from bundle.errors import InputError, install_excepthook
 from bundle.io import atomic_write_json
 
@@ -86,13 +87,6 @@ def template_tissues() -> dict[str, np.ndarray]:
     return {"brain": brain, "gm": gm, "wm": wm, "csf": np.clip(brain - gm - wm, 0.0, 1.0)}
 
 
-def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], coarse: int) -> np.ndarray:
-    """Zero-mean, unit-std random field varying over about ``1 / coarse`` of ``shape``."""
-    field = ndimage.zoom(rng.standard_normal((coarse,) * 3), [s / coarse for s in shape], order=3)
-    field = field[tuple(slice(0, s) for s in shape)]
-    return ((field - field.mean()) / (field.std() + 1e-6)).astype(np.float32)
-
-
 def _tumour(
     rng: np.random.Generator, grid_mm: np.ndarray, wm: np.ndarray, brain: np.ndarray, spacing: float
 ) -> dict[str, np.ndarray]:
@@ -102,7 +96,7 @@ def _tumour(
     foci = 2 if rng.random() < 0.2 else 1
     has_enhancing = rng.random() >= 0.15
     has_necrosis = rng.random() >= 0.15
-    wobble = 0.15 * _smooth_noise(rng, shape, 6)
+    wobble = 0.15 * smooth_field(rng, shape, 6)
     wm_spread = ndimage.gaussian_filter(wm, 3.0 / spacing)
     edema = np.zeros(shape, bool)
     core = np.zeros(shape, bool)
@@ -152,7 +146,7 @@ def make_phantom(
     scale = rng.uniform(0.9, 1.05, 3).astype(np.float32)
     extent = np.argwhere(tissues["brain"] > 0)
     template_centre = ((extent.min(0) + extent.max(0)) / 2).astype(np.float32)
-    displacement = np.stack([3.0 * _smooth_noise(rng, shape, 5) for _ in range(3)])
+    displacement = np.stack([3.0 * smooth_field(rng, shape, 5) for _ in range(3)])
     source = (
         template_centre[:, None, None, None]
         + (grid_mm - np.asarray(BRAIN_CENTRE_MM, np.float32)[:, None, None, None]) / scale[:, None, None, None]
@@ -176,7 +170,7 @@ def make_phantom(
         contrast = CONTRAST[modality]
         image = healthy * sum(contrast[key] * maps[key] for key in ("csf", "gm", "wm"))
         image = image + brain * sum(contrast[key] * soft[key] for key in soft)
-        image = image * np.exp(0.12 * _smooth_noise(rng, shape, 4)) * rng.uniform(600.0, 1400.0)
+        image = image * np.exp(0.12 * smooth_field(rng, shape, 4)) * rng.uniform(600.0, 1400.0)
         sigma = 0.025 * float(image[brain > 0.5].mean())
         noisy = np.sqrt((image + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
         images[modality] = np.where(brain > 0.5, noisy, 0.0).astype(np.float32)

@@ -28,7 +28,7 @@ from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS, check_modalit
 from bundle.errors import InputError, install_excepthook
 from bundle.io import atomic_write_json
 
-__all__ = ["DEFAULT_TEACHERS", "make_case", "make_dataset", "parse_teachers", "main"]
+__all__ = ["DEFAULT_TEACHERS", "smooth_field", "make_case", "make_dataset", "parse_teachers", "main"]
 
 DEFAULT_TEACHERS: dict[str, str] = {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}
 """Which modality shows each region most clearly, as in real BraTS scans."""
@@ -60,7 +60,7 @@ def parse_teachers(text: str, modalities: Sequence[str] = DEFAULT_MODALITIES) ->
     return teachers
 
 
-def _smooth_field(rng: np.random.Generator, shape: Sequence[int], coarse: int = 5) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: Sequence[int], coarse: int = 5) -> np.ndarray:
     """Zero-mean, unit-std random field varying over about ``1 / coarse`` of the volume."""
     field = torch.from_numpy(rng.standard_normal((1, 1, coarse, coarse, coarse)).astype(np.float32))
     field = F.interpolate(field, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
@@ -95,7 +95,7 @@ def make_case(
 
     def ellipsoid_distance(centre: np.ndarray, radii: np.ndarray, wobble: float) -> np.ndarray:
         dist = np.sqrt((((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0))
-        return dist + wobble * _smooth_field(rng, shape)
+        return dist + wobble * smooth_field(rng, shape)
 
     brain = ellipsoid_distance(np.zeros(3, np.float32), rng.uniform(0.78, 0.9, 3).astype(np.float32), 0.03) < 1
     centre = rng.uniform(-0.3, 0.3, 3).astype(np.float32)
@@ -116,7 +116,7 @@ def make_case(
     regions = {"WT": whole, "TC": core, "ET": enhancing}
     images = {}
     for modality in modalities:
-        image = 1.0 + 0.15 * _smooth_field(rng, shape, coarse=8)
+        image = 1.0 + 0.15 * smooth_field(rng, shape, coarse=8)
         for region, inside in regions.items():
             image += (strong if teachers[region] == modality else weak) * inside
         image += noise * rng.standard_normal(shape).astype(np.float32)
