@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_save",
     "atomic_save_nifti",
+    "write_files",
     "publish_files",
     "read_json",
     "load_checkpoint",
@@ -115,12 +116,17 @@ def lock_folder(folder: str | os.PathLike, name: str = ".lock") -> Path:
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> Path:
+    """Call ``save(temporary path)`` for a file beside ``path`` with the same extension, fsync it, rename it over ``path``.
+
+    The one mechanism behind every atomic write of the bundle. A full disk or a kill leaves no empty or
+    half-written file under ``path``, and an older one intact; the new file keeps the older one's mode
+    (else the mode a plain write would give). The extension matters to writers that take a file name
+    (nibabel picks the format from it).
 
     Args:
         path: destination; its folder must exist and be writable.
-        write: fills the open binary file.
+        save: writes the temporary file, given its name.
 
     Returns:
         The destination path.
@@ -129,11 +135,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         OSError: when the folder is not writable or the disk is full; ``path`` is then unchanged.
     """
     target = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else target.suffix
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
+        save(temp_name)
+        with open(temp_name, "rb") as file:
             os.fsync(file.fileno())
         # mkstemp makes the file private (0600); keep the mode a plain write would give
         os.chmod(temp_name, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask())
@@ -144,29 +151,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return target
 
 
-def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> Path:
-    """Call ``save(temporary path)`` for a file beside ``path`` with the same extension, fsync it, rename it over ``path``.
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on an open binary temporary file, then put it in place (see :func:`atomic_save`)."""
 
-    For writers that take a file name, not an open file (nibabel picks the format from the extension).
-    A full disk or a kill leaves no empty or half-written file under ``path``, and an older one intact.
+    def save(temp_name: str) -> None:
+        with open(temp_name, "wb") as file:
+            write(file)
 
-    Raises:
-        OSError: when the write fails; the temporary file is removed.
-    """
-    target = Path(path)
-    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else target.suffix
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(handle)
-    try:
-        save(temp_name)
-        with open(temp_name, "rb") as file:
-            os.fsync(file.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_save(path, save)
+
+
+def write_files(contents: Mapping[str, bytes], output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write each ``{file name: bytes}`` into ``output_dir`` (created), each atomically; return the paths by name."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        name: atomic_write(folder / name, lambda file, data=data: file.write(data)) for name, data in contents.items()
+    }
 
 
 def atomic_save_nifti(image: Any, path: str | os.PathLike) -> Path:
@@ -208,8 +209,7 @@ def publish_files(
     versions.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=versions))
     try:
-        for file_name, data in contents.items():
-            atomic_write(new / file_name, lambda file, data=data: file.write(data))
+        write_files(contents, new)
         os.chmod(new, 0o777 & ~_umask())
         temp_link = versions / f".link-{new.name}"
         os.symlink(os.path.relpath(new, root), temp_link)

@@ -22,7 +22,8 @@ from scipy import stats
 
 from bundle.conventions import REPORT_REGIONS
 from bundle.errors import InputError
-from bundle.reports.tables import csv_bytes, heatmap_png, write_files
+from bundle.io import write_files
+from bundle.reports.tables import csv_bytes, heatmap_png
 
 __all__ = [
     "MIN_CASES",

@@ -25,7 +25,8 @@ from bundle.analysis.efficacy import paired_interval
 from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_dataset
 from bundle.errors import install_excepthook
-from bundle.reports.tables import csv_bytes, write_files
+from bundle.io import write_files
+from bundle.reports.tables import csv_bytes
 
 __all__ = ["SWEEP_CONFIG", "SWEEP_SETTINGS", "student_gain", "run_sweep", "main"]
 

@@ -18,7 +18,6 @@ from bundle.reports.tables import (
     heatmap_png,
     summarize_combinations,
     write_combination_reports,
-    write_files,
 )
 
 __all__ = [
@@ -37,5 +36,4 @@ __all__ = [
     "heatmap_png",
     "summarize_combinations",
     "write_combination_reports",
-    "write_files",
 ]

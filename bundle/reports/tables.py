@@ -19,7 +19,7 @@ from bundle.conventions import (
     modality_combinations,
 )
 from bundle.errors import InputError
-from bundle.io import atomic_write, publish_files
+from bundle.io import publish_files, write_files
 from bundle.metrics.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "write_combination_reports",
     "csv_bytes",
     "heatmap_png",
-    "write_files",
 ]
 
 AVERAGE = "average of combinations"
@@ -164,15 +163,6 @@ def heatmap_png(
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
     return buffer.getvalue()
-
-
-def write_files(contents: dict[str, bytes], output_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write each ``{file name: bytes}`` into ``output_dir`` atomically; return the paths by name."""
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return {
-        name: atomic_write(folder / name, lambda file, data=data: file.write(data)) for name, data in contents.items()
-    }
 
 
 def write_combination_reports(
