@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import torch
 
+from bundle.distributed import unwrap
 from bundle.errors import InputError, InputFileError, brief
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "read_json",
     "load_checkpoint",
     "load_network",
+    "state_differences",
     "mismatch_error",
     "save_weights",
 ]
@@ -297,11 +299,24 @@ def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu
     return checkpoint
 
 
-def mismatch_error(path: str | os.PathLike, expected: Mapping[str, Any], found: Mapping[str, Any]) -> InputError:
-    """The error for weights ``found`` in ``path`` that do not fit a network's state dict ``expected``."""
+def state_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, reshaped)`` entries of a state dict ``found`` against a network's ``expected``.
+
+    A network's record (``_extra_state``) is compared by presence only: its length follows the teacher set.
+    """
+
+    def shape(key: str, value: Any) -> tuple:
+        return () if key.endswith("_extra_state") else tuple(value.shape)
+
     missing = [key for key in expected if key not in found]
     unexpected = [key for key in found if key not in expected]
-    reshaped = [key for key in expected if key in found and tuple(expected[key].shape) != tuple(found[key].shape)]
+    reshaped = [key for key in expected if key in found and shape(key, expected[key]) != shape(key, found[key])]
+    return missing, unexpected, reshaped
+
+
+def mismatch_error(path: str | os.PathLike, expected: Mapping[str, Any], found: Mapping[str, Any]) -> InputError:
+    """The error for weights ``found`` in ``path`` that do not fit a network's state dict ``expected``."""
+    missing, unexpected, reshaped = state_differences(expected, found)
     example = ""
     if reshaped:
         key = reshaped[0]
@@ -321,7 +336,7 @@ def save_weights(network: Any, path: str | os.PathLike) -> None:
     A plain ``state_dict`` file (``models/model.pt``) is replaced; in a training checkpoint only its
     ``"model"`` entry is, the optimizer and trainer state are kept.
     """
-    state = getattr(network, "module", network).state_dict()
+    state = unwrap(network).state_dict()
     checkpoint = load_checkpoint(path) if unreadable_reason(path) != "absent" else {}
     if "model" in checkpoint:
         checkpoint["model"] = state

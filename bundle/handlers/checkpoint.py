@@ -22,7 +22,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.networks.utils import get_state_dict
 
 from bundle.errors import InputError
-from bundle.io import atomic_write, load_checkpoint, mismatch_error
+from bundle.io import atomic_write, load_checkpoint, mismatch_error, state_differences
 
 __all__ = [
     "AtomicDiskSaver",
@@ -181,11 +181,9 @@ def resume_from_latest(
     checkpoint = load_checkpoint(path)
     network = load_dict.get("model")
     if network is not None and "model" in checkpoint:
-        # the network's record (_extra_state) changes length with the teacher set: compare its presence only
-        expected = {k: () if k.endswith("_extra_state") else tuple(v.shape) for k, v in get_state_dict(network).items()}
-        found = {k: () if k.endswith("_extra_state") else tuple(v.shape) for k, v in checkpoint["model"].items()}
-        if expected != found:
-            differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        missing, unexpected, reshaped = state_differences(get_state_dict(network), checkpoint["model"])
+        differing = sorted(missing + unexpected) or reshaped
+        if differing:
             raise InputError(
                 f"{path} was written by a different model (e.g. {differing[:3]} differ), so this training cannot resume "
                 f"from it. Use the settings it was trained with, or move {ckpt_dir} away (or pass --resume false) "
