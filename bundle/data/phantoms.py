@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bundle.conventions import DEFAULT_MODALITIES, LABEL_CONVENTIONS, LAYOUTS, MSD
+from bundle.conventions import DEFAULT_MODALITIES, LABEL_CONVENTIONS, LAYOUTS, MSD, label_mapping
 from bundle.data.synthetic import smooth_field
 from bundle.errors import InputError, install_excepthook
 from bundle.io import atomic_write_json
@@ -180,6 +179,14 @@ def make_phantom(
     return images, label, affine
 
 
+def _in_convention(label: np.ndarray, convention: str) -> np.ndarray:
+    """A BraTS 2018-2021 label map in the label values of ``convention``."""
+    converted = np.zeros_like(label)
+    for source, target in zip(*label_mapping("brats2021", convention)):
+        converted[label == source] = target
+    return converted
+
+
 def _write_case(
     root: Path, name: str, images: Mapping[str, np.ndarray], label: np.ndarray, affine: np.ndarray, layout: str
 ) -> None:
@@ -188,11 +195,7 @@ def _write_case(
         (root / "labelsTr").mkdir(exist_ok=True)
         stacked = np.stack([images[m] for m in DEFAULT_MODALITIES], axis=-1)
         nib.save(nib.Nifti1Image(stacked, affine), root / "imagesTr" / f"{name}.nii.gz")
-        source, target = LABEL_CONVENTIONS["brats2021"], LABEL_CONVENTIONS[MSD]
-        converted = np.zeros_like(label)
-        for tissue, value in source.items():
-            converted[label == value] = target[tissue]
-        nib.save(nib.Nifti1Image(converted, affine), root / "labelsTr" / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(_in_convention(label, MSD), affine), root / "labelsTr" / f"{name}.nii.gz")
         return
     spec = LAYOUTS[layout]
     case_dir = root / name
@@ -202,11 +205,10 @@ def _write_case(
             nib.Nifti1Image(image, affine),
             case_dir / f"{name}{spec['separator']}{spec['names'].get(modality, modality)}.nii.gz",
         )
-    source, target = LABEL_CONVENTIONS["brats2021"], LABEL_CONVENTIONS[spec["convention"]]
-    converted = np.zeros_like(label)
-    for tissue, value in source.items():
-        converted[label == value] = target[tissue]
-    nib.save(nib.Nifti1Image(converted, affine), case_dir / f"{name}{spec['separator']}{spec['label']}.nii.gz")
+    nib.save(
+        nib.Nifti1Image(_in_convention(label, spec["convention"]), affine),
+        case_dir / f"{name}{spec['separator']}{spec['label']}.nii.gz",
+    )
 
 
 def make_phantom_dataset(
@@ -238,7 +240,7 @@ def make_phantom_dataset(
         names.append(name)
     if layout == MSD:
         entries = [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]
-        (root / "dataset.json").write_text(json.dumps({"name": "phantoms", "training": entries}, indent=2))
+        atomic_write_json(root / "dataset.json", {"name": "phantoms", "training": entries})
     atomic_write_json(root / "phantoms.json", {"cases": cases, "seed": seed, "spacing": spacing, "layout": layout})
     return names
 
