@@ -101,12 +101,13 @@ def _geometry_problem(
         )
     resampled = [math.ceil(s * z / p) for s, z, p in zip(shape, zooms, pixdim)]
     needed = math.prod(resampled) * (sequences + LABEL_CHANNELS) * 4
-    budget = MEMORY_FRACTION_PER_CASE * device_memory("cpu")
+    memory = device_memory("cpu")
+    budget = MEMORY_FRACTION_PER_CASE * memory
     if needed > budget:
         return (
             f"{path} is {list(shape)} voxels of {[round(z, 2) for z in zooms]} mm: resampled to pixdim {list(pixdim)} it "
             f"becomes {resampled}, about {needed / 2**30:.1f} GB per case, more than {MEMORY_FRACTION_PER_CASE:.0%} of "
-            f"this machine's {device_memory('cpu') / 2**30:.1f} GB. Check the header, crop the image, or raise pixdim."
+            f"this machine's {memory / 2**30:.1f} GB. Check the header, crop the image, or raise pixdim."
         )
     return None
 
