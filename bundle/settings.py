@@ -52,6 +52,8 @@ BOOLEAN_KEYS = (
     "compile",
     "hd95",
     "lesion_wise",
+    "allow_split_overlap",
+    "submission",
 )
 """Keys read through :func:`flag`."""
 
@@ -178,6 +180,7 @@ def _boolean(value: Any) -> str | None:
 def rules() -> dict[str, Callable[[Any], str | None]]:
     """Key -> check returning ``None`` or what the key must be (built on first use: the choices live in
     modules that import this one)."""
+    from bundle.data.caching import CACHE_MODES
     from bundle.handlers.dropping import DROPPING_SCHEDULES
     from bundle.handlers.selection import SELECTION_METRICS
     from bundle.losses.ckd import CKD_REDUCTIONS
@@ -196,6 +199,8 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "log_every": _whole(1),
         "seed": _whole(0),
         "resamples": _whole(0),
+        "min_component_voxels": _whole(0),
+        "et_min_voxels": _whole(0),
         "learning_rate": _number(0, low_open=True),
         "ckd_weight": _number(0),
         "overlap": _number(0, 1),
@@ -203,6 +208,8 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "test_fraction": _number(0, 1),
         "affine_tolerance": _number(0),
         "cache_rate": _number(0, 1, high_open=False),
+        "zoom_prob": _number(0, 1, high_open=False),
+        "intensity_prob": _number(0, 1, high_open=False),
         "patch_size": _ints(3),
         "pixdim": _spacing,
         "filters": _ints(),
@@ -214,6 +221,7 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "dropping": _choice(DROPPING_SCHEDULES),
         "select_model": _choice(list(SELECTION_METRICS)),
         "ckd_reduction": _choice(CKD_REDUCTIONS),
+        "cache": _choice(CACHE_MODES),
         **dict.fromkeys(BOOLEAN_KEYS, _boolean),
     }
 

@@ -1,8 +1,13 @@
+from bundle.data.caching import CACHE_MODES, cache_mode, cache_size, cached_dataset
 from bundle.data.discovery import dataset_convention, detect_layout, discover_cases, load_datalist, split_cases
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
 from bundle.data.validation import check_dataset
 
 __all__ = [
+    "CACHE_MODES",
+    "cache_mode",
+    "cache_size",
+    "cached_dataset",
     "dataset_convention",
     "detect_layout",
     "discover_cases",

@@ -19,12 +19,16 @@ __all__ = [
     "dataset_convention",
     "discover_cases",
     "split_cases",
+    "split_from_file",
     "load_datalist",
 ]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
+
+DEFAULT_SPLIT_LISTS = {"training": "train", "validation": "validation"}
+"""Which list of a case-name split file each split takes: the official LCKD lists' tuning split."""
 
 
 def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
@@ -220,6 +224,84 @@ def _check_stored_datalist(stored: Any, path: Path) -> None:
         )
 
 
+def _overlap_problem(datalist: dict[str, list[dict]], path: Path, allow_overlap: bool) -> None:
+    """Refuse (or, with ``allow_overlap``, warn about) cases that a split file puts in training and an evaluation split."""
+    training = {item["case"] for item in datalist["training"]}
+    for split in ("validation", "test"):
+        shared = sorted(training & {item["case"] for item in datalist[split]})
+        if not shared:
+            continue
+        message = (
+            f"{path} puts {len(shared)} of the {len(datalist[split])} {split} cases in training too "
+            f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
+        )
+        if not allow_overlap:
+            raise InputError(
+                f"{message}: the model would be scored and its teachers elected on cases it trained on. Choose disjoint "
+                "lists with split_lists, or set allow_split_overlap true for the paper's train_all setting."
+            )
+        logger.warning(f"{message}; allowed by allow_split_overlap (the paper's train_all setting): its {split} scores "
+                       "are not held-out scores.")  # fmt: skip
+
+
+def split_from_file(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    split_lists: dict[str, str] | None = None,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    dataset_format: str = "auto",
+    allow_overlap: bool = False,
+) -> dict[str, list[dict]]:
+    """The split that ``split_file`` prescribes, as ``{"training", "validation", "test"}`` lists of data dicts.
+
+    Two formats: MONAI's decathlon datalist (splits of case objects with paths relative to ``dataset_dir``),
+    or lists of case names, such as ``configs/splits/brats2018_lckd.json`` (the official LCKD code's lists),
+    whose lists ``split_lists`` assigns to the splits (default :data:`DEFAULT_SPLIT_LISTS`).
+
+    Raises:
+        InputError: an unreadable file, a list it lacks, listed cases absent from ``dataset_dir`` (named), or a
+            case in training and in validation/test unless ``allow_overlap`` (then a warning).
+    """
+    path = Path(split_file)
+    stored = read_json(path)
+    if not isinstance(stored, dict):
+        raise InputError(f"{path} holds a JSON {type(stored).__name__}; a split file is an object of named lists.")
+    lists = dict(split_lists or DEFAULT_SPLIT_LISTS)
+    unknown = sorted(set(lists) - set(SPLITS))
+    absent = [name for name in lists.values() if name not in stored]
+    if unknown or absent:
+        raise InputError(
+            f"split_lists {lists} does not fit {path}: splits must be in {list(SPLITS)}"
+            f"{f' (not {unknown})' if unknown else ''} and lists in {[k for k in stored if not k.startswith('_')]}"
+            f"{f' (not {absent})' if absent else ''}."
+        )
+    root = Path(dataset_dir).resolve()
+    datalist: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    if all(isinstance(entry, dict) for name in lists.values() for entry in stored[name]):
+        for split, name in lists.items():
+            for entry in stored[name]:
+                item = {k: str(root / v) if k in (*modalities, "image", "label") else v for k, v in entry.items()}
+                item.setdefault("case", file_stem(Path(item.get("label") or item.get("image") or "")))
+                datalist[split].append(item)
+    else:
+        cases = {item["case"]: item for item in discover_cases(root, modalities, dataset_format)}
+        missing = sorted({str(case) for name in lists.values() for case in stored[name] if case not in cases})
+        if missing:
+            raise InputError(
+                f"{len(missing)} case(s) listed in {path} are not in {root}: {', '.join(missing[:10])}"
+                f"{' ...' if len(missing) > 10 else ''}; point dataset_dir at the folder that holds them, or remove "
+                "them from the list."
+            )
+        for split, name in lists.items():
+            datalist[split] = [dict(cases[case]) for case in stored[name]]
+    _overlap_problem(datalist, path, allow_overlap)
+    logger.info(
+        f"split from {path}: "
+        + ", ".join(f"{split} {len(items)} ({lists.get(split, '-')})" for split, items in datalist.items())
+    )
+    return datalist
+
+
 def load_datalist(
     dataset_dir: str | os.PathLike,
     datalist_file: str | os.PathLike | None = None,
@@ -228,8 +310,14 @@ def load_datalist(
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     seed: int = 0,
+    split_file: str | os.PathLike | None = None,
+    split_lists: dict[str, str] | None = None,
+    allow_split_overlap: bool = False,
 ) -> dict[str, list[dict]]:
     """The dataset's split, read from ``datalist_file`` or made once and written there.
+
+    A ``split_file`` (see :func:`split_from_file`) takes precedence: the split it prescribes is used as it is
+    and ``datalist_file`` is neither read nor written.
 
     The file (default ``<dataset_dir>/datalist.json``) uses MONAI's decathlon datalist format with
     paths relative to ``dataset_dir``, so the split is reused by every later run and training,
@@ -242,6 +330,8 @@ def load_datalist(
         FileNotFoundError: when the datalist names a file that does not exist.
     """
     modalities = check_modalities(modalities)
+    if split_file:
+        return split_from_file(dataset_dir, split_file, split_lists, modalities, dataset_format, allow_split_overlap)
     root = Path(dataset_dir).resolve()
     path_keys = [*modalities, "image", "label"]
     datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"

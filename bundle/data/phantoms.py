@@ -53,11 +53,11 @@ CLASSES = ("csf", "gm", "wm", "edema", "necrosis", "enhancing")
 CONTRAST: dict[str, dict[str, float]] = {
     "flair": {"csf": 0.08, "gm": 0.60, "wm": 0.45, "edema": 1.00, "necrosis": 0.40, "enhancing": 0.75},
     "t1": {"csf": 0.25, "gm": 0.55, "wm": 0.80, "edema": 0.45, "necrosis": 0.30, "enhancing": 0.50},
-    "t1ce": {"csf": 0.25, "gm": 0.55, "wm": 0.80, "edema": 0.45, "necrosis": 0.20, "enhancing": 1.30},
+    "t1ce": {"csf": 0.25, "gm": 0.55, "wm": 0.80, "edema": 0.45, "necrosis": 0.06, "enhancing": 1.30},
     "t2": {"csf": 1.00, "gm": 0.60, "wm": 0.40, "edema": 0.85, "necrosis": 0.95, "enhancing": 0.65},
 }
 """Relative intensity of each tissue class per sequence: T1 WM > GM > CSF with the tumour hypo-intense; T1ce
-as T1 with a very bright enhancing rim and a dark necrosis; T2 CSF, oedema and necrosis bright; FLAIR CSF
+as T1 with a very bright enhancing rim and a necrosis darker than CSF; T2 CSF, oedema and necrosis bright; FLAIR CSF
 suppressed and oedema brightest. So ET and TC are decisive in T1ce and WT in FLAIR."""
 
 PHANTOM_LAYOUTS = ("brats2021", "brats2023", MSD)
@@ -103,7 +103,7 @@ def _tumour(
     for focus in range(foci):
         i, j, k = candidates[rng.integers(len(candidates))]
         centre = grid_mm[:, i, j, k]
-        radius = rng.uniform(8.0, 16.0) * (0.7 if focus else 1.0)
+        radius = rng.uniform(12.0, 24.0) * (0.6 if focus else 1.0)
         distance = np.sqrt(((grid_mm - centre[:, None, None, None]) ** 2).sum(0)) / radius + wobble
         core |= distance < 1.0
         necrosis |= distance < rng.uniform(0.45, 0.6)

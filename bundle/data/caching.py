@@ -1,0 +1,169 @@
+"""Where the preprocessed cases live during training: in RAM when they fit, on disk when they do not.
+
+The deterministic part of the pipeline (load, resample, crop to the brain, normalise, crop indices) is
+computed once per case and kept; only the random crops and augmentations run per sample. MONAI's
+``CacheDataset`` keeps the result in RAM and ``PersistentDataset`` on disk. BraTS 2021's 1,251 cases do
+not fit a 64 GB workstation's RAM, so ``cache="auto"`` estimates the cache from the image headers and
+chooses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import pickle_hashing
+from monai.transforms import convert_to_contiguous
+
+from bundle.errors import InputError
+from bundle.settings import device_memory
+
+__all__ = [
+    "CACHE_MODES",
+    "CACHED_BYTES_PER_VOXEL",
+    "MEMORY_CACHE_FRACTION",
+    "cache_size",
+    "cache_mode",
+    "cached_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_MODES = ("auto", "memory", "disk", "none")
+"""``memory``: MONAI ``CacheDataset`` (``cache_rate`` of the cases in RAM); ``disk``: ``PersistentDataset`` in
+``cache_dir``; ``none``: every sample read from the NIfTI files; ``auto``: memory when :func:`cache_size` of the
+training and validation cases is at most :data:`MEMORY_CACHE_FRACTION` of RAM, disk otherwise."""
+
+CACHED_BYTES_PER_VOXEL = 30
+"""Bytes one cached case takes per voxel of its resampled grid: four float32 sequences (16), the three region
+channels (float32 after the pipeline, 12) and the foreground/background crop indices of the brain voxels (int64,
+about 40 % of the grid: 3); measured on full-size phantoms (``scripts/benchmark.py --full-size``), where the
+brain crop keeps about half of the grid, so this bound overestimates cropped cases by about 2x."""
+
+MEMORY_CACHE_FRACTION = 0.5
+"""Largest fraction of the machine's RAM that ``cache="auto"`` gives to cases (the rest: the network, the data
+loader workers and the operating system)."""
+
+
+def _resampled_voxels(path: str, pixdim: Sequence[float]) -> int:
+    image = nib.load(path)
+    zooms = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+    return math.prod(math.ceil(s * z / p) for s, z, p in zip(image.shape[:3], zooms, pixdim))
+
+
+def _case_image(item: Mapping[str, Any], modalities: Sequence[str]) -> str | None:
+    return item.get("image") or next((item[m] for m in modalities if item.get(m)), None)
+
+
+def cache_size(items: Sequence[Mapping[str, Any]], modalities: Sequence[str], pixdim: Sequence[float]) -> int:
+    """Estimated bytes of the cached, preprocessed ``items`` (read from headers only, before the brain crop).
+
+    Example:
+        >>> cache_size([{"flair": "BraTS2021_00000_flair.nii.gz"}], ["flair"], [1, 1, 1]) / 2**20  # doctest: +SKIP
+        255.1
+    """
+    total = 0
+    for item in items:
+        path = _case_image(item, modalities)
+        if path is not None:
+            total += _resampled_voxels(path, pixdim) * CACHED_BYTES_PER_VOXEL
+    return total
+
+
+def cache_mode(
+    cache: str,
+    datalist: Mapping[str, Sequence[Mapping[str, Any]]],
+    modalities: Sequence[str],
+    pixdim: Sequence[float],
+    cache_rate: float = 1.0,
+) -> str:
+    """Resolve ``cache`` (a name of :data:`CACHE_MODES`) for the training and validation splits of ``datalist``.
+
+    Returns:
+        ``"memory"``, ``"disk"`` or ``"none"``; ``"auto"`` becomes ``"memory"`` when ``cache_rate`` of the
+        estimated cache fits :data:`MEMORY_CACHE_FRACTION` of RAM, ``"disk"`` otherwise (logged with the sizes).
+    """
+    if cache not in CACHE_MODES:
+        raise InputError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}.")
+    if cache != "auto":
+        return cache
+    items = [*datalist.get("training", []), *datalist.get("validation", [])]
+    needed = cache_size(items, modalities, pixdim) * cache_rate
+    budget = MEMORY_CACHE_FRACTION * device_memory("cpu")
+    mode = "memory" if needed <= budget else "disk"
+    logger.info(
+        f"cache: {len(items)} training and validation cases, at most {needed / 2**30:.1f} GB preprocessed; "
+        f"{'in RAM' if mode == 'memory' else 'on disk'} (RAM budget {budget / 2**30:.1f} GB, "
+        f"{MEMORY_CACHE_FRACTION:.0%} of this machine's)"
+    )
+    return mode
+
+
+def _file_signature_hash(modalities: Sequence[str]) -> Callable[[Mapping[str, Any]], bytes]:
+    """A ``PersistentDataset`` hash of a case: its entries and each file's size, mtime and inode, so that a
+    rewritten file is preprocessed again instead of read stale from the cache."""
+
+    def item_hash(item: Mapping[str, Any]) -> bytes:
+        signatures = []
+        for key in ("image", "label", *modalities):
+            path = item.get(key)
+            if isinstance(path, (str, os.PathLike)) and os.path.exists(path):
+                stat = os.stat(path)
+                signatures.append((key, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        digest = hashlib.sha256(pickle_hashing(dict(item)) + repr(signatures).encode())
+        return digest.hexdigest().encode()
+
+    return item_hash
+
+
+class CompactPersistentDataset(PersistentDataset):
+    """``PersistentDataset`` that stores each case contiguously, as ``CacheDataset(as_contiguous=True)`` keeps it:
+    a cropped tensor is a view of the uncropped one, and ``torch.save`` would write the whole uncropped volume."""
+
+    def _pre_transform(self, item_transformed: Any) -> Any:
+        return convert_to_contiguous(super()._pre_transform(item_transformed))
+
+
+def cached_dataset(
+    data: Sequence[Mapping[str, Any]],
+    transform: Callable,
+    mode: str,
+    modalities: Sequence[str],
+    cache_dir: str | os.PathLike,
+    cache_rate: float = 1.0,
+    num_workers: int = 0,
+) -> Dataset:
+    """The dataset of one split with its preprocessed cases kept as ``mode`` says.
+
+    Args:
+        data: the split's items (``{modality: path, "label": path, ...}``).
+        transform: the whole pipeline; the cached part ends at its first random transform.
+        mode: ``"memory"``, ``"disk"`` or ``"none"`` (as from :func:`cache_mode`).
+        modalities: the sequence keys of an item, for the disk cache's file signatures.
+        cache_dir: the disk cache's folder (created); entries are named by a hash of the case's files and of
+            the cached transforms, so a changed file or setting is preprocessed again.
+        cache_rate: fraction of the cases in the memory cache.
+        num_workers: threads filling the memory cache.
+    """
+    if mode == "memory":
+        return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
+    if mode == "disk":
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return CompactPersistentDataset(
+            data=data,
+            transform=transform,
+            cache_dir=cache_dir,
+            hash_func=_file_signature_hash(modalities),
+            hash_transform=pickle_hashing,
+        )
+    if mode == "none":
+        return Dataset(data=data, transform=transform)
+    raise InputError(f"cache mode must be 'memory', 'disk' or 'none', got {mode!r}.")
