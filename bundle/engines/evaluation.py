@@ -53,6 +53,8 @@ class CombinationEvaluator(Engine):
         amp: run the network in mixed precision (``torch.autocast``; for GPUs).
         lesion_wise: also the BraTS 2023+ lesion-wise Dice and HD95 (needs ``hd95_spacing``).
         split: name of the data split evaluated, written above every table (e.g. ``"test"``).
+        postprocess: applied to each binary region prediction before scoring (e.g.
+            :func:`bundle.transforms.region_postprocessing`); ``None`` scores the thresholded output.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class CombinationEvaluator(Engine):
         amp: bool = False,
         lesion_wise: bool = True,
         split: str = "unnamed split",
+        postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -82,6 +85,7 @@ class CombinationEvaluator(Engine):
         self.amp = bool(amp)
         self.lesion_wise = bool(lesion_wise) and hd95_spacing is not None
         self.split = split
+        self.postprocess = postprocess
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
@@ -111,6 +115,7 @@ class CombinationEvaluator(Engine):
             hd95_spacing=self.hd95_spacing,
             amp=self.amp,
             lesion_wise=self.lesion_wise,
+            postprocess=self.postprocess,
         )
         case = case_name(batch, default=f"case_{engine.state.iteration:04d}")
         for index, combination in enumerate(self.combinations):

@@ -67,6 +67,7 @@ def case_combination_metrics(
     amp: bool = False,
     ignore_empty: bool = False,
     lesion_wise: bool = False,
+    postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Dice (and HD95) of each region for one case, under each modality combination.
 
@@ -90,6 +91,8 @@ def case_combination_metrics(
             compares how well each sequence finds a region, which a case without it cannot tell).
         lesion_wise: also the BraTS 2023+ lesion-wise Dice and HD95 (:func:`lesion_scores`; needs
             ``hd95_spacing``).
+        postprocess: applied to each binary ``(R, ...)`` prediction before scoring, e.g.
+            :func:`bundle.transforms.region_postprocessing`.
 
     Returns:
         ``{"dice": (K, R)}``; with ``hd95_spacing`` also ``"hd95"``, with ``lesion_wise`` also
@@ -116,6 +119,8 @@ def case_combination_metrics(
         scores = []
         for logit in logits:
             pred = torch.sigmoid(logit) > threshold
+            if postprocess is not None:
+                pred = torch.stack([torch.as_tensor(postprocess(p), device=pred.device) > 0 for p in pred])
             scored = region_scores(pred, label, hd95_spacing)
             scores.append(scored + (lesion_scores(pred, label, hd95_spacing) if lesion_wise else ()))
         for index, name in enumerate(names):

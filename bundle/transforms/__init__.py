@@ -1,5 +1,6 @@
 from bundle.transforms.labels import RegionsToLabelsd
 from bundle.transforms.modality import LoadSequencesd, RecordModalitiesd, StackModalitiesd, write_modalities_record
+from bundle.transforms.postprocessing import RegionPostprocessingd, SmallEnhancingToNecrosis, region_postprocessing
 from bundle.transforms.saving import AtomicNibabelWriter, AtomicSaveImaged
 
 __all__ = [
@@ -10,4 +11,7 @@ __all__ = [
     "write_modalities_record",
     "AtomicNibabelWriter",
     "AtomicSaveImaged",
+    "SmallEnhancingToNecrosis",
+    "RegionPostprocessingd",
+    "region_postprocessing",
 ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 from monai.data import NibabelWriter
 from monai.transforms import SaveImaged
 
+from bundle.conventions import case_name
 from bundle.errors import InputError
 from bundle.io import atomic_save
 
@@ -27,21 +30,41 @@ class AtomicNibabelWriter(NibabelWriter):
 
 
 class AtomicSaveImaged(SaveImaged):
-    """MONAI's ``SaveImaged`` (same arguments) writing NIfTI atomically, with a one-line error on failure.
+    """MONAI's ``SaveImaged`` writing NIfTI atomically, with a one-line error on failure, optionally named by case.
 
     ``SaveImage`` turns a failed write into a ``RuntimeError`` holding the tracebacks of every writer it
     tried; this transform raises an :class:`InputError` naming the case, the folder and the reason instead,
     and nothing is left under the output's name.
+
+    Args:
+        args: as MONAI's ``SaveImaged``.
+        name_key: when given, a case is written as ``<output_dir>/<its name_key entry>[_<output_postfix>]<ext>``
+            (the BraTS challenge's ``<case_id>.nii.gz`` with an empty postfix) instead of after its input file.
+        kwargs: as MONAI's ``SaveImaged``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name_key: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("writer", AtomicNibabelWriter)
         super().__init__(*args, **kwargs)
+        self.name_key = name_key
+        self.output_dir = Path(kwargs.get("output_dir", args[2] if len(args) > 2 else "./"))
+        postfix = kwargs.get("output_postfix", "trans")
+        self.name_suffix = f"_{postfix}" if postfix else ""
+
+    def _save_by_name(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        name = case_name(d, case_key=self.name_key)
+        os.makedirs(self.output_dir, exist_ok=True)
+        for key in self.key_iterator(d):
+            self.saver(d[key], filename=str(self.output_dir / f"{name}{self.name_suffix}"))
+        return d
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         try:
+            if self.name_key is not None and self.name_key in data:
+                return self._save_by_name(data)
             return super().__call__(data)
-        except RuntimeError as error:
+        except (RuntimeError, OSError) as error:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             source = next(
                 (getattr(data[key], "meta", {}).get("filename_or_obj") for key in self.keys if key in data), None
