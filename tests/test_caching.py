@@ -31,7 +31,9 @@ def _train_config(dataset: Path, output_dir: str, **overrides) -> ConfigParser:
 
 class TestCacheMode(TinyDatasetTestCase):
     def setUp(self):
-        self.datalist = load_datalist(self.dataset, val_fraction=0.25)
+        datalist = load_datalist(self.dataset, val_fraction=0.25)
+        self.datalist = datalist
+        self.items = datalist["training"] + datalist["validation"]
 
     def test_size_is_read_from_the_headers(self):
         # 32^3 cases at 1 mm, 2 mm: 16^3 voxels each
@@ -48,13 +50,13 @@ class TestCacheMode(TinyDatasetTestCase):
     @parameterized.expand([(64 * 2**30, "memory"), (2**20, "disk")])
     def test_auto_chooses_by_the_machines_memory(self, memory, expected):
         with mock.patch("bundle.data.caching.device_memory", return_value=memory):
-            self.assertEqual(cache_mode("auto", self.datalist, ["flair", "t1", "t1ce", "t2"], [1.0] * 3), expected)
+            self.assertEqual(cache_mode("auto", self.items, ["flair", "t1", "t1ce", "t2"], [1.0] * 3), expected)
 
     def test_explicit_modes_are_kept_and_unknown_refused(self):
         for mode in ("memory", "disk", "none"):
-            self.assertEqual(cache_mode(mode, self.datalist, ["flair"], [1.0] * 3), mode)
+            self.assertEqual(cache_mode(mode, self.items, ["flair"], [1.0] * 3), mode)
         with self.assertRaisesRegex(InputError, r"cache must be one of .*'auto'.* got 'ram'"):
-            cache_mode("ram", self.datalist, ["flair"], [1.0] * 3)
+            cache_mode("ram", self.items, ["flair"], [1.0] * 3)
 
 
 class TestCachedDataset(TinyDatasetTestCase):

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from parameterized import parameterized
 
 from bundle.conventions import LABEL_CONVENTIONS
 from bundle.data import dataset_convention, discover_cases
 from bundle.data.phantoms import CONTRAST, make_phantom, make_phantom_dataset, template_tissues
 from bundle.errors import InputError
+from bundle.metrics.election import elect_teachers
 
 SPACING = 4.0  # 60 x 60 x 39 voxels: the BraTS grid at 4 mm
 
@@ -67,6 +69,44 @@ class TestPhantom(unittest.TestCase):
         np.testing.assert_array_equal(again["flair"], self.images["flair"])
         _, other, _ = make_phantom(np.random.default_rng([0, 1]), SPACING)
         self.assertFalse(np.array_equal(other, self.label))
+
+
+def _best_interval_dice(images: list[np.ndarray], masks: list[np.ndarray], bins: int = 48) -> np.ndarray:
+    """Per case, the Dice of the intensity rule "below lo or above hi" whose (lo, hi) is best on average over the
+    cases: what one sequence alone tells about a region, without any network. Intensities are relative to the
+    case's brain median, so the random scale and bias of each sequence do not matter."""
+    edges = np.linspace(0.0, 2.5, bins + 1)
+    below = []  # cumulative counts (positives, all) under each edge, per case
+    for image, mask in zip(images, masks):
+        values = image[image > 0] / np.median(image[image > 0])
+        truth = mask[image > 0]
+        cumulative = [np.concatenate([[0], np.cumsum(np.histogram(v, edges)[0])]) + (v < edges[0]).sum() for v in (values[truth], values)]
+        below.append((cumulative[0], cumulative[1], truth.sum(), truth.size))
+    lo, hi = np.meshgrid(np.arange(bins + 1), np.arange(bins + 1), indexing="ij")
+    valid = lo <= hi
+    dice = []
+    for pos_below, all_below, positives, voxels in below:
+        tp = pos_below[lo] + positives - pos_below[hi]
+        predicted = all_below[lo] + voxels - all_below[hi]
+        dice.append(np.where(valid, 2 * tp / np.maximum(predicted + positives, 1), -1.0))
+    best = np.unravel_index(np.argmax(np.mean(dice, axis=0)), lo.shape)
+    return np.asarray([d[best] for d in dice])
+
+
+class TestPhantomTeachers(unittest.TestCase):
+    def test_intensity_alone_elects_the_expected_teachers(self):
+        """The anatomical reason for ET->t1ce, TC->t1ce, WT->flair: per region, the sequence whose intensities
+        alone delineate it best (the best "outside [lo, hi]" rule over 4 cases) is the expected teacher, and
+        the bundle's election function picks it from that table."""
+        cases = [make_phantom(np.random.default_rng([7, i]), SPACING) for i in range(4)]
+        regions = {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)}  # network order
+        dice = np.zeros((len(cases), len(CONTRAST), len(regions)))
+        for n, modality in enumerate(CONTRAST):
+            for r, values in enumerate(regions.values()):
+                masks = [np.isin(label, values) for _, label, _ in cases]
+                dice[:, n, r] = _best_interval_dice([images[modality] for images, _, _ in cases], masks)
+        teachers, table = elect_teachers(torch.as_tensor(dice), list(CONTRAST))
+        self.assertEqual(teachers, {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}, table)
 
 
 class TestPhantomDataset(unittest.TestCase):

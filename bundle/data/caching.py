@@ -42,11 +42,11 @@ CACHE_MODES = ("auto", "memory", "disk", "none")
 ``cache_dir``; ``none``: every sample read from the NIfTI files; ``auto``: memory when :func:`cache_size` of the
 training and validation cases is at most :data:`MEMORY_CACHE_FRACTION` of RAM, disk otherwise."""
 
-CACHED_BYTES_PER_VOXEL = 30
-"""Bytes one cached case takes per voxel of its resampled grid: four float32 sequences (16), the three region
-channels (float32 after the pipeline, 12) and the foreground/background crop indices of the brain voxels (int64,
-about 40 % of the grid: 3); measured on full-size phantoms (``scripts/benchmark.py --full-size``), where the
-brain crop keeps about half of the grid, so this bound overestimates cropped cases by about 2x."""
+CACHED_BYTES_PER_VOXEL = 10
+"""Bytes one cached case takes per voxel of its resampled grid (before the brain crop): measured 9.7 on
+full-size anatomical phantoms (``scripts/benchmark.py --full-size``), where the crop keeps the brain's bounding
+box (about 40 % of BraTS's 240 x 240 x 155 grid) with four float32 sequences (16 B per kept voxel), the three
+boolean region channels (3 B) and the int64 crop indices of the brain's voxels (8 B each)."""
 
 MEMORY_CACHE_FRACTION = 0.5
 """Largest fraction of the machine's RAM that ``cache="auto"`` gives to cases (the rest: the network, the data
@@ -80,12 +80,12 @@ def cache_size(items: Sequence[Mapping[str, Any]], modalities: Sequence[str], pi
 
 def cache_mode(
     cache: str,
-    datalist: Mapping[str, Sequence[Mapping[str, Any]]],
+    items: Sequence[Mapping[str, Any]],
     modalities: Sequence[str],
     pixdim: Sequence[float],
     cache_rate: float = 1.0,
 ) -> str:
-    """Resolve ``cache`` (a name of :data:`CACHE_MODES`) for the training and validation splits of ``datalist``.
+    """Resolve ``cache`` (a name of :data:`CACHE_MODES`) for the cases ``items`` (training and validation).
 
     Returns:
         ``"memory"``, ``"disk"`` or ``"none"``; ``"auto"`` becomes ``"memory"`` when ``cache_rate`` of the
@@ -95,7 +95,6 @@ def cache_mode(
         raise InputError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}.")
     if cache != "auto":
         return cache
-    items = [*datalist.get("training", []), *datalist.get("validation", [])]
     needed = cache_size(items, modalities, pixdim) * cache_rate
     budget = MEMORY_CACHE_FRACTION * device_memory("cpu")
     mode = "memory" if needed <= budget else "disk"

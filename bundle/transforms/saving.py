@@ -47,7 +47,7 @@ class AtomicSaveImaged(SaveImaged):
         kwargs.setdefault("writer", AtomicNibabelWriter)
         super().__init__(*args, **kwargs)
         self.name_key = name_key
-        self.output_dir = Path(kwargs.get("output_dir", args[2] if len(args) > 2 else "./"))
+        self.output_dir = kwargs.get("output_dir", args[2] if len(args) > 2 else "./")
         postfix = kwargs.get("output_postfix", "trans")
         self.name_suffix = f"_{postfix}" if postfix else ""
 
@@ -56,7 +56,7 @@ class AtomicSaveImaged(SaveImaged):
         name = case_name(d, case_key=self.name_key)
         os.makedirs(self.output_dir, exist_ok=True)
         for key in self.key_iterator(d):
-            self.saver(d[key], filename=str(self.output_dir / f"{name}{self.name_suffix}"))
+            self.saver(d[key], filename=str(Path(self.output_dir, f"{name}{self.name_suffix}")))
         return d
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
