@@ -24,7 +24,7 @@ STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/train.json','configs/evaluate.json','configs/demo.json']"
 
-.PHONY: install install-clients demo test clean
+.PHONY: install install-clients demo test package clean
 
 install: $(INSTALLED)
 
@@ -59,6 +59,10 @@ test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
 	$(PY) -m pytest -q $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
+
+# make package VERSION=0.2.0 CHANGE="what changed" [SCHEMA=meta_schema_20240725.json]: dist/lckd_brats_<VERSION>.zip
+package: $(INSTALLED)
+	$(PY) scripts/package_bundle.py pack --version "$(VERSION)" --change "$(CHANGE)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 clean:
 	rm -rf eval mlruns models/*.pt models/*.ts $(DEMO_DATA)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -107,6 +108,8 @@ def check_metadata(metadata_file: str | os.PathLike, schema: str | os.PathLike |
     """The metadata against ``schema`` (``monai.bundle.verify_metadata``) or, without one, its required keys."""
     metadata = read_json(metadata_file)
     if schema is not None:
+        if importlib.util.find_spec("jsonschema") is None:
+            raise InputError("checking metadata against a schema needs jsonschema: pip install jsonschema.")
         from monai.bundle import verify_metadata
 
         try:

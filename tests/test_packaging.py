@@ -79,7 +79,9 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
             (sender / "models").mkdir()
             tiny_checkpoint(sender / "models" / "model.pt")
 
-            packed = _command(["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist")], sender)
+            packed = _command(
+                ["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist")], sender
+            )
             self.assertEqual(packed.returncode, 0, packed.stderr[-2000:])
             package = Path(json.loads(packed.stdout.strip().splitlines()[-1])["package"])
             self.assertEqual(package.name, "lckd_brats_9.1.0.zip")
@@ -107,7 +109,10 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
                     target.writestr(item, bytes(data))
             refused = _command(["verify", str(corrupted), "--into", str(tmp / "refused")], tmp)
             self.assertEqual(refused.returncode, 1)
-            self.assertRegex(refused.stderr, r"error: .*corrupted.zip: models/model.pt has SHA-256 [0-9a-f]{64}, large_files.yml says")
+            self.assertRegex(
+                refused.stderr,
+                r"error: .*corrupted.zip: models/model.pt has SHA-256 [0-9a-f]{64}, large_files.yml says",
+            )
             self.assertFalse((tmp / "refused").exists())
             self.assertFalse((tmp / ".refused.partial").exists())
 
