@@ -11,7 +11,14 @@ from parameterized import parameterized
 from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
 from bundle.metadata import update_metadata
-from bundle.metrics import bootstrap_win_rate, elect_teachers, undecided_regions
+from bundle.errors import InputError
+from bundle.metrics import (
+    bootstrap_win_rate,
+    combine_site_elections,
+    elect_teachers,
+    site_election_summary,
+    undecided_regions,
+)
 from bundle.networks import LCKDNet
 from bundle.reports import format_election
 
@@ -77,6 +84,69 @@ class TestElectTeachers(unittest.TestCase):
     def test_bad_table_shape(self):
         with self.assertRaisesRegex(ValueError, "dice must be"):
             elect_teachers(torch.rand(3, 2, 3), MODALITIES)
+
+
+NAN = float("nan")
+
+
+def site_dice(cases, values):
+    """(cases, 4 modalities, 3 regions): every case scores ``values[modality][region]`` (NaN: absent)."""
+    return torch.tensor(values, dtype=torch.float64)[None].repeat(cases, 1, 1)
+
+
+class TestFederatedElection(unittest.TestCase):
+    def test_case_weighted_over_sites(self):
+        # regions in network order TC, WT, ET; site A: 9 cases, flair best for WT; site B: 1 case, t2 best
+        a = site_dice(9, [[0.5, 0.90, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.80, 0.3]])
+        b = site_dice(1, [[0.5, 0.10, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.95, 0.3]])
+        summaries = {"A": site_election_summary(a), "B": site_election_summary(b)}
+        teachers, table, cases = combine_site_elections(summaries, MODALITIES)
+        self.assertEqual(teachers, {"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
+        self.assertAlmostEqual(table["WT"]["flair"], (9 * 0.9 + 0.1) / 10, places=4)  # 0.82, not the site mean 0.5
+        self.assertAlmostEqual(table["WT"]["t2"], (9 * 0.8 + 0.95) / 10, places=4)
+        self.assertEqual(cases["WT"]["flair"], {"A": 9, "B": 1, "total": 10})
+
+    def test_a_site_without_a_sequence_adds_nothing_to_it(self):
+        a = site_dice(4, [[0.5, 0.9, 0.2], [0.4, 0.5, 0.1], [NAN, NAN, NAN], [0.4, 0.8, 0.3]])  # never has t1ce
+        b = site_dice(2, [[0.5, 0.9, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.8, 0.3]])
+        teachers, table, cases = combine_site_elections(
+            {"A": site_election_summary(a), "B": site_election_summary(b)}, MODALITIES
+        )
+        self.assertEqual(cases["ET"]["t1ce"], {"A": 0, "B": 2, "total": 2})
+        self.assertAlmostEqual(table["ET"]["t1ce"], 0.7, places=4)  # B's mean, not diluted by A's zeros
+        self.assertEqual(teachers["ET"], "t1ce")
+        c = site_dice(3, [[NAN, NAN, NAN]] * 2 + [[0.8, 0.6, 0.7], [NAN, NAN, NAN]])  # only t1ce
+        _, table, _ = combine_site_elections({"C": site_election_summary(c)}, MODALITIES)
+        self.assertIsNone(table["ET"]["flair"])  # no site has a case behind the cell
+
+    def test_ties_go_to_the_earlier_sequence(self):
+        same = site_dice(2, [[0.6, 0.6, 0.6]] * 4)
+        teachers, _, _ = combine_site_elections({"A": site_election_summary(same)}, MODALITIES)
+        self.assertEqual(teachers, {"ET": "flair", "TC": "flair", "WT": "flair"})
+
+    def test_a_region_no_site_holds_keeps_its_teacher(self):
+        no_et = site_dice(3, [[0.5, 0.9, NAN], [0.4, 0.5, NAN], [0.8, 0.6, NAN], [0.4, 0.8, NAN]])
+        summaries = {"A": site_election_summary(no_et)}
+        teachers, table, _ = combine_site_elections(summaries, MODALITIES, previous={"ET": "t1ce"})
+        self.assertEqual(teachers["ET"], "t1ce")
+        self.assertEqual(undecided_regions(table), ["ET"])
+        self.assertNotIn("ET", combine_site_elections(summaries, MODALITIES)[0])
+
+    def test_federated_equals_pooled(self):
+        torch.manual_seed(0)
+        cases = torch.rand(12, 4, 3, dtype=torch.float64)
+        cases[:5, 2] = NAN  # the first site never acquires t1ce
+        sites = {"A": cases[:5], "B": cases[5:9], "C": cases[9:]}
+        federated = combine_site_elections({k: site_election_summary(v) for k, v in sites.items()}, MODALITIES)
+        pooled = elect_teachers(cases, MODALITIES)
+        self.assertEqual(federated[0], pooled[0])
+        for region, scores in pooled[1].items():
+            for modality, score in scores.items():
+                self.assertAlmostEqual(federated[1][region][modality], score, places=4)
+
+    def test_malformed_summary_is_refused(self):
+        with self.assertRaisesRegex(InputError, r"site 'A' sent an election summary of shape \[3, 3\]"):
+            combine_site_elections({"A": {"dice_sum": [[0.0] * 3] * 3, "cases": [[1] * 3] * 3}}, MODALITIES)
 
 
 class TestMetadataWrite(unittest.TestCase):

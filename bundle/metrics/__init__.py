@@ -9,7 +9,14 @@ from bundle.metrics.combinations import (
     lesion_scores,
     region_scores,
 )
-from bundle.metrics.election import LOW_WIN_RATE, bootstrap_win_rate, elect_teachers, undecided_regions
+from bundle.metrics.election import (
+    LOW_WIN_RATE,
+    bootstrap_win_rate,
+    combine_site_elections,
+    elect_teachers,
+    site_election_summary,
+    undecided_regions,
+)
 
 __all__ = [
     "BRATS_HD95_PENALTY",
@@ -22,4 +29,6 @@ __all__ = [
     "bootstrap_win_rate",
     "elect_teachers",
     "undecided_regions",
+    "site_election_summary",
+    "combine_site_elections",
 ]

@@ -13,7 +13,14 @@ import torch
 from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
 from bundle.errors import InputError
 
-__all__ = ["LOW_WIN_RATE", "elect_teachers", "undecided_regions", "bootstrap_win_rate"]
+__all__ = [
+    "LOW_WIN_RATE",
+    "elect_teachers",
+    "undecided_regions",
+    "bootstrap_win_rate",
+    "site_election_summary",
+    "combine_site_elections",
+]
 
 LOW_WIN_RATE = 0.7
 """Below this bootstrap win rate the elected teacher is reported as uncertain."""
@@ -105,3 +112,76 @@ def bootstrap_win_rate(
         wins = np.bincount([_argmax_first(row.tolist()) for row in column], minlength=len(modalities))
         rates[region] = {m: round(float(w) / resamples, 4) for m, w in zip(modalities, wins)}
     return rates
+
+
+def site_election_summary(dice: torch.Tensor) -> dict[str, list[list[float]]]:
+    """What one site of a federated election shares: per modality and region, the sum of its cases' single-modality
+    Dice and how many cases stand behind it (cases lacking the region or the sequence are NaN and not counted).
+    No per-case score leaves the site.
+
+    Args:
+        dice: ``(cases, N, R)`` as for :func:`elect_teachers`.
+
+    Returns:
+        ``{"dice_sum": (N, R) nested lists, "cases": (N, R) nested lists}``, regions in network order.
+
+    Example:
+        >>> site_election_summary(torch.tensor([[[0.5, 0.9, float("nan")]], [[0.7, 0.8, 0.6]]]))["cases"]
+        [[2, 2, 1]]
+    """
+    if dice.dim() != 3 or dice.shape[2] != len(NETWORK_REGIONS):
+        raise InputError(f"dice must be (cases, modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}.")
+    present = ~torch.isnan(dice)
+    return {
+        "dice_sum": torch.where(present, dice, torch.zeros_like(dice)).sum(0).double().tolist(),
+        "cases": present.sum(0).tolist(),
+    }
+
+
+def combine_site_elections(
+    summaries: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+    modalities: Sequence[str],
+    previous: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, dict[str, float | None]], dict[str, dict[str, dict[str, int]]]]:
+    """Elect the teachers from the sites' :func:`site_election_summary`: case-weighted mean Dice over the sites.
+
+    A site that lacks a sequence entirely has no case behind it and adds nothing to that cell; a cell no site
+    has cases for is ``None``; a region no site's validation cases hold keeps its ``previous`` teacher (as
+    :func:`elect_teachers`); ties go to the earlier modality.
+
+    Args:
+        summaries: site name -> its summary.
+        modalities: the N modality names, in canonical order.
+        previous: the teacher set in force.
+
+    Returns:
+        ``(teachers, table, cases)``: region -> modality; region -> {modality: combined mean Dice or None};
+        region -> {modality: {site: cases, ..., "total": cases}}, regions in report order.
+    """
+    modalities = check_modalities(modalities)
+    shape = (len(modalities), len(NETWORK_REGIONS))
+    total = torch.zeros(shape, dtype=torch.float64)
+    counts = torch.zeros(shape, dtype=torch.float64)
+    per_site = {}
+    for site, summary in summaries.items():
+        sums = torch.as_tensor(summary["dice_sum"], dtype=torch.float64)
+        cases = torch.as_tensor(summary["cases"], dtype=torch.float64)
+        if sums.shape != shape or cases.shape != shape or bool((cases < 0).any()):
+            raise InputError(
+                f"site {site!r} sent an election summary of shape {list(sums.shape)} / {list(cases.shape)}; expected "
+                f"{list(shape)} (modalities {list(modalities)} x regions {list(NETWORK_REGIONS)}) with case counts >= 0."
+            )
+        total += sums
+        counts += cases
+        per_site[site] = cases
+    mean = torch.where(counts > 0, total / counts.clamp(min=1), torch.full(shape, float("nan"), dtype=torch.float64))
+    teachers, table = elect_teachers(mean[None], modalities, previous)
+    cases_table = {
+        region: {
+            m: {**{site: int(c[n, NETWORK_REGIONS.index(region)]) for site, c in per_site.items()},
+                "total": int(counts[n, NETWORK_REGIONS.index(region)])}
+            for n, m in enumerate(modalities)
+        }
+        for region in REPORT_REGIONS
+    }  # fmt: skip
+    return teachers, table, cases_table
