@@ -8,10 +8,10 @@ import torch
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
 
+from bundle.errors import InputError
 from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
 from bundle.metadata import update_metadata
-from bundle.errors import InputError
 from bundle.metrics import (
     bootstrap_win_rate,
     combine_site_elections,
