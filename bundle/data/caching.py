@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import pickle_hashing
 from monai.transforms import convert_to_contiguous
 
+from bundle.data.validation import resampled_shape, voxel_sizes
 from bundle.errors import InputError
+from bundle.io import file_signature
 from bundle.settings import device_memory
 
 __all__ = [
@@ -55,8 +56,7 @@ loader workers and the operating system)."""
 
 def _resampled_voxels(path: str, pixdim: Sequence[float]) -> int:
     image = nib.load(path)
-    zooms = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
-    return math.prod(math.ceil(s * z / p) for s, z, p in zip(image.shape[:3], zooms, pixdim))
+    return math.prod(resampled_shape(image.shape[:3], voxel_sizes(image.affine), pixdim))
 
 
 def _case_image(item: Mapping[str, Any], modalities: Sequence[str]) -> str | None:
@@ -107,16 +107,15 @@ def cache_mode(
 
 
 def _file_signature_hash(modalities: Sequence[str]) -> Callable[[Mapping[str, Any]], bytes]:
-    """A ``PersistentDataset`` hash of a case: its entries and each file's size, mtime and inode, so that a
-    rewritten file is preprocessed again instead of read stale from the cache."""
+    """A ``PersistentDataset`` hash of a case: its entries and each file's signature (as the dataset check keeps
+    them), so that a rewritten file is preprocessed again instead of read stale from the cache."""
 
     def item_hash(item: Mapping[str, Any]) -> bytes:
-        signatures = []
-        for key in ("image", "label", *modalities):
-            path = item.get(key)
-            if isinstance(path, (str, os.PathLike)) and os.path.exists(path):
-                stat = os.stat(path)
-                signatures.append((key, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        signatures = [
+            (key, file_signature(item[key]))
+            for key in ("image", "label", *modalities)
+            if isinstance(item.get(key), (str, os.PathLike)) and os.path.exists(item[key])
+        ]
         digest = hashlib.sha256(pickle_hashing(dict(item)) + repr(signatures).encode())
         return digest.hexdigest().encode()
 

@@ -21,10 +21,17 @@ import numpy as np
 
 from bundle.conventions import LABEL_CONVENTIONS, check_modalities
 from bundle.errors import InputError
-from bundle.io import atomic_write_json, read_json, unreadable_reason
+from bundle.io import atomic_write_json, file_signature, read_json, unreadable_reason
 from bundle.settings import device_memory
 
-__all__ = ["check_dataset", "MAX_ABS_INTENSITY", "VOXEL_SIZE_RANGE", "MEMORY_FRACTION_PER_CASE"]
+__all__ = [
+    "check_dataset",
+    "voxel_sizes",
+    "resampled_shape",
+    "MAX_ABS_INTENSITY",
+    "VOXEL_SIZE_RANGE",
+    "MEMORY_FRACTION_PER_CASE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +54,6 @@ LABEL_CHANNELS = 3
 
 def _is_nifti_path(value: Any) -> bool:
     return isinstance(value, str) and value.endswith((".nii", ".nii.gz"))
-
-
-def _signature(path: str) -> str:
-    """Size, modification time, inode and inode change time: a file rewritten with its size and mtime restored
-    still changes its ctime, which no user call can set back."""
-    info = os.stat(path)
-    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}:{info.st_ctime_ns}"
 
 
 def _load(path: str, problems: list[str]) -> nib.spatialimages.SpatialImage | None:
@@ -86,20 +86,29 @@ def _load(path: str, problems: list[str]) -> nib.spatialimages.SpatialImage | No
     return image
 
 
+def voxel_sizes(affine: Any) -> list[float]:
+    """The voxel sizes (mm) MONAI resamples with: the lengths of the affine's columns; NaN for a non-finite affine."""
+    affine = np.asarray(affine, dtype=np.float64)
+    return [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)] if np.isfinite(affine).all() else [math.nan] * 3
+
+
+def resampled_shape(shape: Sequence[int], zooms: Sequence[float], pixdim: Sequence[float]) -> list[int]:
+    """The grid of an image of ``shape`` voxels of ``zooms`` mm once ``Spacingd`` resamples it to ``pixdim``."""
+    return [math.ceil(s * z / p) for s, z, p in zip(shape, zooms, pixdim)]
+
+
 def _geometry_problem(
     path: str, image: Any, shape: Sequence[int], pixdim: Sequence[float], sequences: int
 ) -> str | None:
     """A header whose voxel sizes are impossible, or whose grid resampled to ``pixdim`` would not fit in memory."""
-    affine = np.asarray(image.affine, dtype=np.float64)
-    # the voxel sizes MONAI resamples with: the lengths of the affine's columns
-    zooms = [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)] if np.isfinite(affine).all() else [math.nan] * 3
+    zooms = voxel_sizes(image.affine)
     low, high = VOXEL_SIZE_RANGE
     if not all(low <= z <= high for z in zooms):
         return (
             f"{path} has voxel sizes {[round(z, 4) for z in zooms]} mm (affine {np.round(image.affine[:3, :3], 3).tolist()}); "
             f"a brain MRI has {low}-{high} mm: the header's affine is wrong. Fix the header or export the image again."
         )
-    resampled = [math.ceil(s * z / p) for s, z, p in zip(shape, zooms, pixdim)]
+    resampled = resampled_shape(shape, zooms, pixdim)
     needed = math.prod(resampled) * (sequences + LABEL_CHANNELS) * 4
     memory = device_memory("cpu")
     budget = MEMORY_FRACTION_PER_CASE * memory
@@ -238,7 +247,7 @@ def _check_case(
                 "affine_tolerance if the difference is only rounding."
             )
             continue
-        signature = _signature(path)
+        signature = file_signature(path)
         if checked.get(path) == signature:
             continue
         if _check_voxels(path, image, label_values if key == "label" else None, problems):
