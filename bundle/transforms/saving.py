@@ -47,16 +47,14 @@ class AtomicSaveImaged(SaveImaged):
         kwargs.setdefault("writer", AtomicNibabelWriter)
         super().__init__(*args, **kwargs)
         self.name_key = name_key
-        self.output_dir = kwargs.get("output_dir", args[2] if len(args) > 2 else "./")
-        postfix = kwargs.get("output_postfix", "trans")
-        self.name_suffix = f"_{postfix}" if postfix else ""
 
     def _save_by_name(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        name = case_name(d, case_key=self.name_key)
-        os.makedirs(self.output_dir, exist_ok=True)
+        layout = self.saver.folder_layout  # MONAI's: output_dir and postfix as given
+        name = case_name(d, case_key=self.name_key) + (f"_{layout.postfix}" if layout.postfix else "")
+        os.makedirs(layout.output_dir, exist_ok=True)
         for key in self.key_iterator(d):
-            self.saver(d[key], filename=str(Path(self.output_dir, f"{name}{self.name_suffix}")))
+            self.saver(d[key], filename=str(Path(layout.output_dir, name)))
         return d
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
