@@ -19,7 +19,7 @@ from parameterized import parameterized
 from bundle.data import load_datalist, make_dataset
 from bundle.data.discovery import split_from_file
 from bundle.data.phantoms import make_phantom_dataset
-from bundle.errors import InputError
+from bundle.errors import InputError, InputFileError
 from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, TINY_NETWORK, TinyDatasetTestCase, tiny_checkpoint
 
 OFFICIAL_SPLIT = CONFIGS / "splits" / "brats2018_lckd.json"
@@ -63,6 +63,19 @@ class TestSplitFile(TinyDatasetTestCase):
             datalist = split_from_file(self.dataset, path, lists, allow_overlap=True)
         self.assertEqual(len(datalist["training"]), 7)
         self.assertIn("the paper's train_all setting", logs.output[0])
+
+    def test_a_case_validated_and_tested_is_refused_even_when_overlap_is_allowed(self):
+        path = _write(Path(self.folder.name), self.lists)
+        lists = {"training": "train", "validation": "validation", "test": "validation"}
+        with self.assertRaisesRegex(InputError, r"puts 2 of the 2 test cases in validation too .*a case is validated or tested once"):
+            split_from_file(self.dataset, path, lists, allow_overlap=True)
+
+    def test_decathlon_entry_naming_a_missing_file(self):
+        entries = [{"flair": f"{n}/{n}_flair.nii.gz", "label": f"{n}/{n}_seg.nii.gz"} for n in self.names]
+        entries[6]["flair"] = "nowhere/flair.nii.gz"
+        path = _write(Path(self.folder.name), {"training": entries[:6], "validation": entries[6:]})
+        with self.assertRaisesRegex(InputFileError, r"split.json names .*nowhere/flair.nii.gz .*key 'flair'\), which does not exist; restore the file or correct"):
+            split_from_file(self.dataset, path, {"training": "training", "validation": "validation"})
 
     @parameterized.expand([({"training": "train_every"}, r"not \['train_every'\]"), ({"tests": "train"}, r"not \['tests'\]")])
     def test_split_lists_that_do_not_fit_the_file(self, lists, message):

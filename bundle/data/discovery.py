@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,33 @@ def _relative(item: dict, root: Path, keys: Sequence[str]) -> dict:
     return {k: os.path.relpath(v, root) if k in keys else v for k, v in item.items()}
 
 
+def _shared_cases(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, str, str]]:
+    """``(case, first split, later split)`` for every case a datalist puts in a second split, in split order."""
+    seen: dict[str, str] = {}
+    shared = []
+    for split in SPLITS:
+        for item in datalist.get(split, []):
+            case = str(item.get("case") or item.get("label") or item.get("image") or json.dumps(item))
+            if seen.get(case, split) != split:
+                shared.append((case, seen[case], split))
+            seen.setdefault(case, split)
+    return shared
+
+
+def _resolve_paths(item: Mapping[str, Any], root: Path, keys: Sequence[str], source: Path, fix: str) -> dict:
+    """``item`` with its ``keys`` made absolute under ``root``; a file that does not exist is an error naming ``source``."""
+    resolved = dict(item)
+    for key in keys:
+        if key in resolved:
+            resolved[key] = str(root / resolved[key])
+            if unreadable_reason(resolved[key]) == "absent":
+                raise InputFileError(
+                    f"{source} names {resolved[key]} (case {resolved.get('case', '?')}, key {key!r}), which does not "
+                    f"exist; {fix}"
+                )
+    return resolved
+
+
 def _check_stored_datalist(stored: Any, path: Path) -> None:
     """A datalist file's structure: an object of split -> list of case objects, no case in two splits."""
     fix = f"fix it, or delete {path} to split the dataset again."
@@ -210,13 +237,7 @@ def _check_stored_datalist(stored: Any, path: Path) -> None:
             problems.append(f'"{split}" must be a list of case objects, got {json.dumps(items)[:60]}')
     if problems:
         raise InputError(f"{path}: {'; '.join(problems)}; {fix}")
-    seen: dict[str, str] = {}
-    for split in SPLITS:
-        for item in stored.get(split, []):
-            case = str(item.get("case") or item.get("label") or item.get("image") or json.dumps(item))
-            if seen.get(case, split) != split:
-                problems.append(f"{case} ({seen[case]} and {split})")
-            seen.setdefault(case, split)
+    problems = [f"{case} ({first} and {split})" for case, first, split in _shared_cases(stored)]
     if problems:
         raise InputError(
             f"{path} puts cases in two splits: {', '.join(problems[:10])}; a case must be in one split only, "
@@ -225,16 +246,19 @@ def _check_stored_datalist(stored: Any, path: Path) -> None:
 
 
 def _overlap_problem(datalist: dict[str, list[dict]], path: Path, allow_overlap: bool) -> None:
-    """Refuse (or, with ``allow_overlap``, warn about) cases that a split file puts in training and an evaluation split."""
-    training = {item["case"] for item in datalist["training"]}
-    for split in ("validation", "test"):
-        shared = sorted(training & {item["case"] for item in datalist[split]})
-        if not shared:
-            continue
+    """Refuse cases that a split file puts in two splits; with ``allow_overlap`` only warn about training cases that
+    are validated or tested too (the paper's train_all setting)."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for case, first, split in _shared_cases(datalist):
+        pairs.setdefault((first, split), []).append(case)
+    for (first, split), cases in pairs.items():
+        shared = sorted(cases)
         message = (
-            f"{path} puts {len(shared)} of the {len(datalist[split])} {split} cases in training too "
+            f"{path} puts {len(shared)} of the {len(datalist[split])} {split} cases in {first} too "
             f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
         )
+        if first != "training":
+            raise InputError(f"{message}: a case is validated or tested once. Choose disjoint lists with split_lists.")
         if not allow_overlap:
             raise InputError(
                 f"{message}: the model would be scored and its teachers elected on cases it trained on. Choose disjoint "
@@ -280,7 +304,9 @@ def split_from_file(
     if all(isinstance(entry, dict) for name in lists.values() for entry in stored[name]):
         for split, name in lists.items():
             for entry in stored[name]:
-                item = {k: str(root / v) if k in (*modalities, "image", "label") else v for k, v in entry.items()}
+                item = _resolve_paths(
+                    entry, root, [*modalities, "image", "label"], path, f"restore the file or correct {path}."
+                )
                 item.setdefault("case", file_stem(Path(item.get("label") or item.get("image") or "")))
                 datalist[split].append(item)
     else:
@@ -343,18 +369,11 @@ def load_datalist(
                 f"{datalist_path} was made for modalities {stored['modalities']}, but modalities is {list(modalities)}; "
                 f"use the same modalities, or delete {datalist_path} to split the dataset again."
             )
-        datalist = {split: [dict(item) for item in stored.get(split, [])] for split in SPLITS}
-        for items in datalist.values():
-            for item in items:
-                for key in path_keys:
-                    if key in item:
-                        item[key] = str(root / item[key])
-                        if unreadable_reason(item[key]) == "absent":
-                            raise InputFileError(
-                                f"{datalist_path} names {item[key]} (case {item.get('case', '?')}, key {key!r}), "
-                                f"which does not exist; restore the file or delete {datalist_path} to split again."
-                            )
-        return datalist
+        fix = f"restore the file or delete {datalist_path} to split again."
+        return {
+            split: [_resolve_paths(item, root, path_keys, datalist_path, fix) for item in stored.get(split, [])]
+            for split in SPLITS
+        }
     datalist = split_cases(discover_cases(root, modalities, dataset_format), val_fraction, test_fraction, seed)
     stored = {split: [_relative(item, root, path_keys) for item in items] for split, items in datalist.items()}
     stored.update({"modalities": list(modalities), "seed": seed})
