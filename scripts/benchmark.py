@@ -43,6 +43,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
+from bundle.analysis.ablation import BUNDLE_ROOT
 from bundle.conventions import combination_masks
 from bundle.data import DEFAULT_TEACHERS
 from bundle.errors import install_excepthook
@@ -253,8 +254,8 @@ def measure_cache(data_dir: str, mode: str, args: argparse.Namespace) -> dict[st
     torch.set_num_threads(args.threads)
     work = tempfile.mkdtemp(prefix="lckd_benchmark_")
     parser = ConfigParser()
-    parser.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "train.json"))
-    parser.update({"bundle_root": str(Path(__file__).resolve().parents[1]), "dataset_dir": data_dir,
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "train.json"))
+    parser.update({"bundle_root": str(BUNDLE_ROOT), "dataset_dir": data_dir,
                    "output_dir": work, "cache": mode, "cache_dir": f"{work}/cache", "num_workers": 0})  # fmt: skip
     datalist = parser.get_parsed_content("datalist")
     before_rss, before_peak = _rss_bytes(), _peak_bytes(torch.device("cpu"))
