@@ -262,6 +262,7 @@ def check_dataset(
     cache_file: str | os.PathLike | None = None,
     for_training: bool = False,
     pixdim: Sequence[float] = (1.0, 1.0, 1.0),
+    allow_absent_modalities: bool = False,
 ) -> Mapping[str, Sequence[Mapping[str, Any]]]:
     """Check every file of ``datalist`` before a workflow uses it; return ``datalist`` unchanged.
 
@@ -290,6 +291,8 @@ def check_dataset(
         cache_file: JSON file of files already checked; ``None`` checks everything every time.
         for_training: check the splits a training needs (train.json sets it).
         pixdim: voxel size (mm) the workflow resamples to, for the memory estimate.
+        allow_absent_modalities: with ``for_training``, accept a modality that no training case has: a site
+            of a federated run that never acquires it (the other sites train it; configs/federated.json).
 
     Returns:
         ``datalist``.
@@ -321,14 +324,15 @@ def check_dataset(
                     f"the {split} split is empty, so training has nothing to {purpose}; set val_fraction > 0 and "
                     f"keep cases for training, or list cases under {split!r} in the datalist file.",
                 )
-    if for_training and training and not any("image" in item for item in training):
+    if for_training and not allow_absent_modalities and training and not any("image" in item for item in training):
         absent = [m for m in modalities if not any(m in item for item in training)]
         if absent:
             problems.insert(
                 0,
                 f"modalities {absent} have no file in any of the {len(training)} training cases, so the model could "
                 "never learn them; check the names in modalities (BraTS 2023 files t2f/t1n/t1c/t2w are named "
-                "flair/t1/t1ce/t2 here) or remove them.",
+                "flair/t1/t1ce/t2 here) or remove them (a federated site that never acquires them: "
+                "--allow_absent_modalities true).",
             )
     if cache_file is not None:
         try:

@@ -150,12 +150,21 @@ class ElectionHandler:
         engine.state.metrics.update(metrics)
         return metrics
 
+    def single_modality_dice(self) -> torch.Tensor:
+        """Validate the network once per single-modality mask: what an election compares, and what a federated
+        site summarises (:func:`bundle.metrics.election.site_election_summary`) instead of electing.
+
+        Returns:
+            ``(cases, N, R)`` Dice, regions in network order; NaN where a case lacks the region or the sequence.
+        """
+        single = torch.eye(len(self.modalities), dtype=torch.bool)
+        return combination_dice(self.network, self.data_loader, self.inferer, single, self.device, ignore_empty=True)
+
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
         where = f"epoch {epoch}" if epoch is not None else "checkpoint"
         logger.info(f"teacher election at {where}: validating each single modality ...")
-        single = torch.eye(len(self.modalities), dtype=torch.bool)
-        dice = combination_dice(self.network, self.data_loader, self.inferer, single, self.device, ignore_empty=True)
+        dice = self.single_modality_dice()
         teachers, table = elect_teachers(dice, self.modalities, previous=self.teachers)
         undecided = undecided_regions(table)
         result: dict[str, Any] = {

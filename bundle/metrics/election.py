@@ -123,7 +123,8 @@ def site_election_summary(dice: torch.Tensor) -> dict[str, list[list[float]]]:
         dice: ``(cases, N, R)`` as for :func:`elect_teachers`.
 
     Returns:
-        ``{"dice_sum": (N, R) nested lists, "cases": (N, R) nested lists}``, regions in network order.
+        ``{"dice_sum": (N, R) nested lists, "cases": (N, R) nested lists, "validation_cases": int}``, regions
+        in network order.
 
     Example:
         >>> site_election_summary(torch.tensor([[[0.5, 0.9, float("nan")]], [[0.7, 0.8, 0.6]]]))["cases"]
@@ -135,6 +136,7 @@ def site_election_summary(dice: torch.Tensor) -> dict[str, list[list[float]]]:
     return {
         "dice_sum": torch.where(present, dice, torch.zeros_like(dice)).sum(0).double().tolist(),
         "cases": present.sum(0).tolist(),
+        "validation_cases": int(dice.shape[0]),
     }
 
 

@@ -1,0 +1,192 @@
+"""Federated LCKD (bundle/federated, jobs/lckd_fedavg): the election protocol, the job folder, and a short
+``nvflare simulator`` run of two sites, one of which never acquires T1ce, whose global model inference.json loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from parameterized import parameterized
+
+from bundle.data import check_dataset, load_datalist, make_dataset
+from bundle.errors import InputError
+from bundle.federated import election_due, federated_election, network_weights
+from bundle.federated.job import JOB_DIR, configure_job, job_settings
+from bundle.federated.site import LCKDSite
+from bundle.metrics.election import site_election_summary
+from bundle.networks import LCKDNet, read_record
+from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS, SUBPROCESS_ENV, TINY_NETWORK, TINY_OVERRIDES, fresh_metadata
+
+MODALITIES = ["flair", "t1", "t1ce", "t2"]
+NAN = float("nan")
+
+
+def _site_dice(cases: int, t1ce_present: bool, best: int) -> torch.Tensor:
+    """(cases, 4, 3) single-modality Dice where modality ``best`` scores 0.9 in every region, the others 0.5."""
+    dice = torch.full((cases, 4, 3), 0.5)
+    dice[:, best] = 0.9
+    if not t1ce_present:
+        dice[:, 2] = NAN
+    return dice
+
+
+class TestElectionSchedule(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("once", 2, 0, [2]),
+            ("every_round", 1, 1, [1, 2, 3, 4, 5]),
+            ("every_third", 1, 3, [1, 4]),
+        ]
+    )
+    def test_rounds(self, _, elect_round, reelect_every, expected):
+        self.assertEqual([r for r in range(6) if election_due(r, elect_round, reelect_every)], expected)
+
+    @parameterized.expand([("no_warm_up", 0, 0, "elect_round must be >= 1"), ("negative", 1, -1, "reelect_every")])
+    def test_bad_schedule(self, _, elect_round, reelect_every, message):
+        with self.assertRaisesRegex(InputError, message):
+            election_due(0, elect_round, reelect_every)
+
+
+class TestFederatedElection(unittest.TestCase):
+    def test_block_counts_cases_per_site_and_absent_sequences_add_nothing(self):
+        # site A: 3 cases, no t1ce, flair best; site B: 1 case, t1ce best
+        summaries = {
+            "A": site_election_summary(_site_dice(3, t1ce_present=False, best=0)),
+            "B": site_election_summary(_site_dice(1, t1ce_present=True, best=2)),
+        }
+        block = federated_election(summaries, MODALITIES, round_index=4, previous={"ET": "t2"})
+        # flair: (3 x 0.9 + 0.5) / 4 = 0.8; t1ce: B's 0.9 alone (A adds nothing)
+        self.assertAlmostEqual(block["election_dice"]["WT"]["flair"], 0.8)
+        self.assertAlmostEqual(block["election_dice"]["WT"]["t1ce"], 0.9)
+        self.assertEqual(block["teachers"], {"ET": "t1ce", "TC": "t1ce", "WT": "t1ce"})
+        self.assertEqual(block["federated"]["cases"]["ET"]["t1ce"], {"A": 0, "B": 1, "total": 1})
+        self.assertEqual(block["federated"]["cases"]["ET"]["flair"], {"A": 3, "B": 1, "total": 4})
+        self.assertEqual(block["federated"]["sites"], ["A", "B"])
+        self.assertEqual(block["cases"], 4)
+        self.assertEqual(block["elected_at"]["round"], 4)
+        self.assertEqual(block["undecided"], [])
+
+    def test_no_summary_is_an_error(self):
+        with self.assertRaisesRegex(InputError, "none arrived"):
+            federated_election({}, MODALITIES, round_index=1)
+
+    def test_record_is_not_averaged(self):
+        state = LCKDNet(**NETWORK_KEYS).state_dict()
+        weights = network_weights(state)
+        self.assertNotIn("_extra_state", weights)
+        self.assertEqual(len(weights), len(state) - 1)
+        self.assertTrue(all(value.device.type == "cpu" for value in weights.values()))
+
+
+class TestJobFolder(unittest.TestCase):
+    def test_shipped_job_agrees_with_itself(self):
+        server, site = job_settings(JOB_DIR)
+        self.assertEqual(server["configs"], site["configs"])
+        self.assertEqual(str(server["num_rounds"]), site["num_rounds"])
+        meta = json.loads((JOB_DIR / "meta.json").read_text())
+        self.assertEqual(meta["min_clients"], server["num_clients"])
+        for config in server["configs"]:
+            self.assertTrue((BUNDLE_ROOT / config).is_file(), config)
+
+    def test_configure_sets_server_and_sites_alike(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = configure_job(Path(tmp) / "job", num_rounds=7, num_clients=2, configs=["a.json", "b c.json"])
+            server, site = job_settings(out)
+            self.assertEqual((server["num_rounds"], site["num_rounds"]), (7, "7"))
+            self.assertEqual(server["configs"], ["a.json", "b c.json"])
+            self.assertEqual(site["configs"], ["a.json", "b c.json"])
+            self.assertEqual(json.loads((out / "meta.json").read_text())["min_clients"], 2)
+            self.assertTrue((out / "app" / "custom" / "site_main.py").is_file())
+            with self.assertRaisesRegex(InputError, "already exists"):
+                configure_job(out, num_rounds=1)
+            with self.assertRaisesRegex(InputError, r"unknown job settings \['rounds'\]"):
+                configure_job(Path(tmp) / "other", rounds=1)
+            self.assertFalse((Path(tmp) / "other").exists())
+
+
+def _make_sites(root: Path, cases: int = 5) -> None:
+    """site-1 never acquires T1ce; site-2 has every sequence."""
+    for index, (site, absent) in enumerate((("site-1", "t1ce"), ("site-2", None))):
+        for folder in make_dataset(root / site, cases=cases, size=32, seed=20 + index):
+            for path in folder.glob(f"*_{absent}.nii.gz") if absent else ():
+                path.unlink()
+
+
+class TestSiteData(unittest.TestCase):
+    def test_a_site_without_a_sequence_trains_only_when_allowed(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            _make_sites(Path(tmp), cases=3)
+            datalist = load_datalist(str(Path(tmp) / "site-1"), modalities=MODALITIES, val_fraction=0.34)
+            with self.assertRaisesRegex(InputError, r"modalities \['t1ce'\] have no file.*allow_absent_modalities"):
+                check_dataset(datalist, MODALITIES, "brats2021", for_training=True)
+            check_dataset(datalist, MODALITIES, "brats2021", for_training=True, allow_absent_modalities=True)
+
+    def test_a_site_without_its_folder_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(InputError, "site-9: its dataset folder .* does not exist"):
+                LCKDSite("site-9", dataset_dir=Path(tmp) / "site-9", workdir=tmp)
+
+
+class TestSimulator(unittest.TestCase):
+    """Two sites, two rounds, a tiny network: the job as shipped, with only its settings changed."""
+
+    def test_two_sites_two_rounds_give_a_global_model_with_federated_teachers(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            _make_sites(tmp / "sites")
+            tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "val_interval": 2, "log_every": 5, "warmup_epochs": 1}
+            (tmp / "tiny.json").write_text(json.dumps(tiny))
+            metadata = fresh_metadata(tmp)
+            configs = ["configs/train.json", "configs/federated.json", "configs/demo.json", str(tmp / "tiny.json")]
+            job = configure_job(
+                tmp / "job", num_clients=2, num_rounds=2, elect_round=1, reelect_every=0, configs=configs,
+                dataset_root=str(tmp / "sites"), ckpt_dir=str(tmp / "global"), metadata_file=str(metadata),
+            )  # fmt: skip
+            nvflare = Path(sys.executable).with_name("nvflare")
+            run = subprocess.run(
+                [str(nvflare), "simulator", str(job), "-w", str(tmp / "workspace"), "-n", "2", "-t", "2"],
+                capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
+            )  # fmt: skip
+            log = run.stdout + run.stderr
+            self.assertEqual(run.returncode, 0, log[-3000:])
+            self.assertIn("federated teacher election on the global model of round 1", log)
+
+            election = json.loads(metadata.read_text())["lckd"]
+            self.assertEqual(election["federated"]["sites"], ["site-1", "site-2"])
+            self.assertEqual(election["elected_at"]["round"], 1)
+            # each site validates on 2 of its 5 cases; site-1 has no t1ce, so only site-2's cases stand behind it
+            self.assertEqual(election["cases"], 4)
+            for region in ("ET", "TC", "WT"):
+                self.assertEqual(election["federated"]["cases"][region]["t1ce"]["site-1"], 0)
+                self.assertEqual(election["federated"]["cases"][region]["flair"]["site-1"], 2)
+            self.assertEqual(set(election["teachers"]), {"ET", "TC", "WT"})
+
+            record = read_record(tmp / "global" / "model.pt")
+            self.assertEqual(record["teachers"], election["teachers"])
+            self.assertEqual(record["network"]["filters"], TINY_OVERRIDES["filters"])
+            for site in ("site-1", "site-2"):  # the sites' own checkpoints stay in their workspaces
+                self.assertTrue(list((tmp / "workspace" / site).rglob("models/latest_checkpoint*.pt")), site)
+
+            settings = {k: v for k, v in TINY_NETWORK.items() if k not in NETWORK_KEYS}
+            settings.update(
+                dataset_dir=str(tmp / "sites" / "site-1"), output_dir=str(tmp / "segmentations"),
+                ckpt_path=str(tmp / "global" / "model.pt"),
+            )  # fmt: skip
+            (tmp / "args.json").write_text(json.dumps(settings))
+            infer = subprocess.run(
+                [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                 "--args_file", str(tmp / "args.json")],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
+            )  # fmt: skip
+            self.assertEqual(infer.returncode, 0, infer.stdout[-2000:] + infer.stderr[-2000:])
+            outputs = sorted((tmp / "segmentations").rglob("*.nii.gz"))
+            self.assertEqual(len(outputs), 5)
+            self.assertEqual(nib.load(outputs[0]).shape, (32, 32, 32))
+            self.assertTrue(set(np.unique(np.asarray(nib.load(outputs[0]).dataobj))) <= {0, 1, 2, 4})
