@@ -43,7 +43,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
-from bundle.analysis.ablation import BUNDLE_ROOT
+from bundle import BUNDLE_ROOT
 from bundle.conventions import combination_masks
 from bundle.data import DEFAULT_TEACHERS
 from bundle.errors import install_excepthook

@@ -1,6 +1,6 @@
 """Does distillation help on this data? The ablation, its per-case statistics and the feature diagnostics."""
 
-from bundle.analysis.ablation import BUNDLE_ROOT, ablate, parse_change, run_bundle
+from bundle.analysis.ablation import ablate, parse_change, run_bundle
 from bundle.analysis.alignment import alignment_table, bottleneck_samples, linear_cka, linear_probe, mean_cosine
 from bundle.analysis.efficacy import (
     MIN_CASES,
@@ -14,7 +14,6 @@ from bundle.analysis.efficacy import (
 )
 
 __all__ = [
-    "BUNDLE_ROOT",
     "ablate",
     "parse_change",
     "run_bundle",

@@ -19,7 +19,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as run_bundle_workflow
 
-import bundle
+from bundle import BUNDLE_ROOT
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
 from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows, write_efficacy_reports
 from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
@@ -28,9 +28,8 @@ from bundle.io import load_network, write_files
 from bundle.networks import recorded_teachers
 from bundle.reports.tables import csv_bytes
 
-__all__ = ["BUNDLE_ROOT", "EVALUATE", "parse_change", "run_bundle", "ablate", "main"]
+__all__ = ["EVALUATE", "parse_change", "run_bundle", "ablate", "main"]
 
-BUNDLE_ROOT = Path(bundle.__file__).resolve().parents[1]
 EVALUATE = ("train.json", "evaluate.json")
 """The evaluation: ``configs/evaluate.json`` merged over ``configs/train.json``."""
 logger = logging.getLogger(__name__)

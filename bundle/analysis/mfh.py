@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bundle.analysis.ablation import BUNDLE_ROOT, ablate
+from bundle import BUNDLE_ROOT
+from bundle.analysis.ablation import ablate
 from bundle.analysis.efficacy import paired_interval
 from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_dataset

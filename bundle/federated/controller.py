@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.fedavg import FedAvg
 
-from bundle.analysis.ablation import BUNDLE_ROOT
+from bundle import BUNDLE_ROOT
 from bundle.federated.protocol import (
     ELECT_META_KEY,
     ELECTION_META_KEY,

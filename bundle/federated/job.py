@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bundle.analysis.ablation import BUNDLE_ROOT
+from bundle import BUNDLE_ROOT
 from bundle.errors import InputError
 
 __all__ = ["JOB_DIR", "SERVER_SETTINGS", "SITE_SETTINGS", "job_settings", "configure_job", "main"]

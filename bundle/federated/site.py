@@ -25,7 +25,7 @@ from monai.fl.utils.constants import ExtraItems, FlStatistics
 from monai.fl.utils.exchange_object import ExchangeObject
 from monai.networks.utils import copy_model_state
 
-from bundle.analysis.ablation import BUNDLE_ROOT
+from bundle import BUNDLE_ROOT
 from bundle.errors import InputError
 from bundle.federated.protocol import ELECT_META_KEY, ELECTION_META_KEY, SUMMARY_META_KEY, network_weights
 from bundle.metrics.election import site_election_summary
