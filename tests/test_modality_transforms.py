@@ -58,6 +58,23 @@ class TestStackModalitiesd(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             StackModalitiesd(MODALITIES)(data)
 
+    @parameterized.expand(
+        [
+            ("per_sequence_files", {"flair": volume(1.0), "t1": volume(2.0), "t1ce": volume(3.0)}),
+            ("four_channel_image", {"image": torch.arange(1.0, 5.0).reshape(4, 1, 1, 1).expand(4, 4, 4, 4)}),
+        ]
+    )
+    def test_use_scores_one_combination(self, _, data):
+        out = StackModalitiesd(MODALITIES, use=["t1", "t1ce"])(data)
+        self.assertEqual(out["mask"].tolist(), [False, True, True, False])
+        self.assertEqual(out["image"][:, 0, 0, 0].tolist(), [0.0, 2.0, 3.0, 0.0])
+
+    def test_use_checked(self):
+        with self.assertRaisesRegex(ValueError, r"subset of the model's modalities .* got \['adc'\]"):
+            StackModalitiesd(MODALITIES, use=["adc"])
+        with self.assertRaisesRegex(ValueError, "x.nii.gz: the case has none of the sequences to use \\['t2'\\]"):
+            StackModalitiesd(MODALITIES, use=["t2"])({"flair": volume(1.0)})
+
     def test_no_image_at_all(self):
         with self.assertRaisesRegex(ValueError, "no modality image"):
             StackModalitiesd(MODALITIES)({"label": volume(0.0)})

@@ -179,6 +179,21 @@ class TestSubmissionMode(TinyDatasetTestCase):
             self.assertEqual(written.get_data_dtype(), np.uint8)
             self.assertLessEqual(set(np.unique(np.asarray(written.dataobj)).tolist()), allowed)
 
+    def test_sequences_scores_one_combination(self):
+        """``--sequences`` (one submission per combination, as the paper's table needs) reaches the stacking."""
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            make_phantom_dataset(root, cases=1, spacing=8.0)
+            case = root / "PHANTOM_0000"
+            parser = ConfigParser()
+            parser.read_config(str(CONFIGS / "inference.json"))
+            parser.update({"sequences": ["t1ce", "t2"], "pixdim": [8.0, 8.0, 8.0]})
+            item = {m: str(case / f"PHANTOM_0000_{m}.nii.gz") for m in ("flair", "t1", "t1ce", "t2")}
+            out = parser.get_parsed_content("preprocessing")(item)
+            self.assertEqual(out["mask"].tolist(), [False, False, True, True])
+            self.assertEqual(out["image"][:2].abs().max().item(), 0.0)
+            self.assertGreater(out["image"][2:].abs().amax(dim=(1, 2, 3)).min().item(), 0.0)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -61,6 +61,8 @@ class StackModalitiesd(MapTransform):
         image_key: key of the stacked output (and of an already stacked input).
         mask_key: key of the presence mask output.
         allow_missing_keys: must stay True for per-modality inputs, where absent files have no key.
+        use: the sequences to use; the others become absent (zero channel, False in the mask) even where a
+            case has them, e.g. to score one combination of sequences. ``None`` uses every present sequence.
 
     Example:
         >>> t = StackModalitiesd(keys=["flair", "t1"])
@@ -75,11 +77,17 @@ class StackModalitiesd(MapTransform):
         image_key: str = "image",
         mask_key: str = "mask",
         allow_missing_keys: bool = True,
+        use: Sequence[str] | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         check_modalities([str(k) for k in self.keys])
         self.image_key = image_key
         self.mask_key = mask_key
+        self.use = None if use is None else [str(m) for m in use]
+        if self.use is not None and (not self.use or not set(self.use) <= set(self.keys)):
+            raise InputError(
+                f"sequences to use must be a non-empty subset of the model's modalities {list(self.keys)}, got {use}."
+            )
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -99,7 +107,14 @@ class StackModalitiesd(MapTransform):
                 f"{_source(image)}: expected {len(self.keys)} channels, one per modality {list(self.keys)}, "
                 f"got an image of shape {list(image.shape)}."
             )
+        if self.use is not None:
+            unused = torch.tensor([key not in self.use for key in self.keys])
+            image = d[self.image_key] = image * ~unused.reshape(-1, *([1] * (image.dim() - 1)))
         d[self.mask_key] = convert_to_tensor(image, track_meta=False).reshape(image.shape[0], -1).abs().amax(dim=1) > 0
+        if self.use is not None and not bool(d[self.mask_key].any()):
+            raise InputError(
+                f"{_source(image)}: the case has none of the sequences to use {self.use}; leave it out or use others."
+            )
         return d
 
     def _stack(self, d: dict, present: list[Hashable]) -> torch.Tensor:
