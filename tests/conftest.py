@@ -65,6 +65,23 @@ def locked_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
         holder.wait()
 
 
+def run_inference(
+    settings: dict[str, Any], folder: Path, bundle_root: Path = BUNDLE_ROOT
+) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of ``bundle_root``'s configs/inference.json with ``settings`` (written to
+    ``folder/args.json``), from ``bundle_root`` with its own ``bundle`` code first on the path; asserts exit 0."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "args.json").write_text(json.dumps(settings))
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+         "--args_file", str(folder / "args.json")],
+        cwd=bundle_root, capture_output=True, text=True, timeout=300,
+        env={**SUBPROCESS_ENV, "PYTHONPATH": str(bundle_root)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return run
+
+
 def fresh_metadata(folder: Path) -> Path:
     """``folder/metadata.json``: the bundle's metadata.json as shipped, without the teacher set a run may have added.
 

@@ -4,8 +4,6 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -16,13 +14,12 @@ from monai.bundle import verify_net_in_out
 
 from bundle.networks import read_record
 from tests.conftest import (
-    BUNDLE_ROOT,
     CONFIGS,
     NETWORK_KEYS,
-    SUBPROCESS_ENV,
     TINY_NETWORK,
     TinyDatasetTestCase,
     fresh_metadata,
+    run_inference,
     run_workflow,
     tiny_checkpoint,
 )
@@ -111,13 +108,7 @@ class TestInferenceWorkflow(TinyDatasetTestCase):
                 "ckpt_path": str(root / "model.pt"),
                 "output_dir": str(root / "out"),
             }
-            (root / "args.json").write_text(json.dumps(settings))
-            command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
-            run = subprocess.run(
-                [*command, "--args_file", str(root / "args.json")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-            )  # fmt: skip
-            self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-2000:])
+            run_inference(settings, root)
             self.assertTrue((root / "out" / "SYNTH_0001_flair_seg.nii.gz").is_file())
             sidecar = json.loads((root / "out" / "SYNTH_0001_modalities.json").read_text())
             self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])

@@ -22,7 +22,15 @@ from bundle.federated.job import JOB_DIR, configure_job, job_settings
 from bundle.federated.site import LCKDSite
 from bundle.metrics.election import site_election_summary
 from bundle.networks import LCKDNet, read_record
-from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS, SUBPROCESS_ENV, TINY_NETWORK, TINY_OVERRIDES, fresh_metadata
+from tests.conftest import (
+    BUNDLE_ROOT,
+    NETWORK_KEYS,
+    SUBPROCESS_ENV,
+    TINY_NETWORK,
+    TINY_OVERRIDES,
+    fresh_metadata,
+    run_inference,
+)
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
 NAN = float("nan")
@@ -179,13 +187,7 @@ class TestSimulator(unittest.TestCase):
                 dataset_dir=str(tmp / "sites" / "site-1"), output_dir=str(tmp / "segmentations"),
                 ckpt_path=str(tmp / "global" / "model.pt"),
             )  # fmt: skip
-            (tmp / "args.json").write_text(json.dumps(settings))
-            infer = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-                 "--args_file", str(tmp / "args.json")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-            )  # fmt: skip
-            self.assertEqual(infer.returncode, 0, infer.stdout[-2000:] + infer.stderr[-2000:])
+            run_inference(settings, tmp)
             outputs = sorted((tmp / "segmentations").rglob("*.nii.gz"))
             self.assertEqual(len(outputs), 5)
             self.assertEqual(nib.load(outputs[0]).shape, (32, 32, 32))

@@ -20,7 +20,15 @@ from bundle.data import load_datalist, make_dataset
 from bundle.data.discovery import split_from_file
 from bundle.data.phantoms import make_phantom_dataset
 from bundle.errors import InputError, InputFileError
-from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, TINY_NETWORK, TinyDatasetTestCase, tiny_checkpoint
+from tests.conftest import (
+    BUNDLE_ROOT,
+    CONFIGS,
+    SUBPROCESS_ENV,
+    TINY_NETWORK,
+    TinyDatasetTestCase,
+    run_inference,
+    tiny_checkpoint,
+)
 
 OFFICIAL_SPLIT = CONFIGS / "splits" / "brats2018_lckd.json"
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
@@ -57,7 +65,9 @@ class TestSplitFile(TinyDatasetTestCase):
     def test_overlap_is_refused_unless_asked_for(self):
         path = _write(Path(self.folder.name), self.lists)
         lists = {"training": "train_all", "validation": "validation"}
-        with self.assertRaisesRegex(InputError, r"puts 2 of the 2 validation cases in training too .*allow_split_overlap"):
+        with self.assertRaisesRegex(
+            InputError, r"puts 2 of the 2 validation cases in training too .*allow_split_overlap"
+        ):
             split_from_file(self.dataset, path, lists)
         with self.assertLogs("bundle.data.discovery", "WARNING") as logs:
             datalist = split_from_file(self.dataset, path, lists, allow_overlap=True)
@@ -67,25 +77,37 @@ class TestSplitFile(TinyDatasetTestCase):
     def test_a_case_validated_and_tested_is_refused_even_when_overlap_is_allowed(self):
         path = _write(Path(self.folder.name), self.lists)
         lists = {"training": "train", "validation": "validation", "test": "validation"}
-        with self.assertRaisesRegex(InputError, r"puts 2 of the 2 test cases in validation too .*a case is validated or tested once"):
+        with self.assertRaisesRegex(
+            InputError, r"puts 2 of the 2 test cases in validation too .*a case is validated or tested once"
+        ):
             split_from_file(self.dataset, path, lists, allow_overlap=True)
 
     def test_decathlon_entry_naming_a_missing_file(self):
         entries = [{"flair": f"{n}/{n}_flair.nii.gz", "label": f"{n}/{n}_seg.nii.gz"} for n in self.names]
         entries[6]["flair"] = "nowhere/flair.nii.gz"
         path = _write(Path(self.folder.name), {"training": entries[:6], "validation": entries[6:]})
-        with self.assertRaisesRegex(InputFileError, r"split.json names .*nowhere/flair.nii.gz .*key 'flair'\), which does not exist; restore the file or correct"):
+        with self.assertRaisesRegex(
+            InputFileError,
+            r"split.json names .*nowhere/flair.nii.gz .*key 'flair'\), which does not exist; restore the file or correct",
+        ):
             split_from_file(self.dataset, path, {"training": "training", "validation": "validation"})
 
-    @parameterized.expand([({"training": "train_every"}, r"not \['train_every'\]"), ({"tests": "train"}, r"not \['tests'\]")])
+    @parameterized.expand(
+        [({"training": "train_every"}, r"not \['train_every'\]"), ({"tests": "train"}, r"not \['tests'\]")]
+    )
     def test_split_lists_that_do_not_fit_the_file(self, lists, message):
         with self.assertRaisesRegex(InputError, message):
             split_from_file(self.dataset, _write(Path(self.folder.name), self.lists), lists)
 
     def test_decathlon_datalist_with_relative_paths(self):
-        entries = [{"flair": f"{n}/{n}_flair.nii.gz", "t1ce": f"{n}/{n}_t1ce.nii.gz", "label": f"{n}/{n}_seg.nii.gz"} for n in self.names]
+        entries = [
+            {"flair": f"{n}/{n}_flair.nii.gz", "t1ce": f"{n}/{n}_t1ce.nii.gz", "label": f"{n}/{n}_seg.nii.gz"}
+            for n in self.names
+        ]
         path = _write(Path(self.folder.name), {"training": entries[:6], "validation": entries[6:]})
-        datalist = load_datalist(self.dataset, split_file=path, split_lists={"training": "training", "validation": "validation"})
+        datalist = load_datalist(
+            self.dataset, split_file=path, split_lists={"training": "training", "validation": "validation"}
+        )
         self.assertEqual(len(datalist["training"]), 6)
         self.assertEqual(datalist["validation"][0]["flair"], str(Path(self.dataset).resolve() / entries[6]["flair"]))
         self.assertEqual(datalist["validation"][0]["case"], f"{self.names[6]}_seg")
@@ -104,7 +126,9 @@ class TestPaperProfile(unittest.TestCase):
         self.assertEqual((p["batch_size"], p["num_samples"], p["learning_rate"], p["ckd_weight"]), (2, 1, 0.01, 0.1))
         self.assertEqual(p["optimizer"]["_target_"], "torch.optim.SGD")
         self.assertEqual((p["optimizer"]["momentum"], p["optimizer"]["nesterov"]), (0.99, True))
-        self.assertEqual((p["lr_scheduler"]["_target_"], p["lr_scheduler"]["power"]), ("torch.optim.lr_scheduler.PolynomialLR", 0.9))
+        self.assertEqual(
+            (p["lr_scheduler"]["_target_"], p["lr_scheduler"]["power"]), ("torch.optim.lr_scheduler.PolynomialLR", 0.9)
+        )
         iterations_per_epoch = -(-285 // 2)  # train_all, batch 2
         self.assertEqual(p["warmup_epochs"], round(80_000 / iterations_per_epoch))
         self.assertEqual(p["max_epochs"], round(80_000 / iterations_per_epoch) + round(115_000 / iterations_per_epoch))
@@ -131,7 +155,9 @@ class TestPaperRunOnOfficialNames(unittest.TestCase):
                 source = root / "sources" / f"SYNTH_{index % 3:04d}"
                 (root / "data" / case).mkdir(parents=True)
                 for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
-                    os.symlink(source / f"{source.name}_{suffix}.nii.gz", root / "data" / case / f"{case}_{suffix}.nii.gz")
+                    os.symlink(
+                        source / f"{source.name}_{suffix}.nii.gz", root / "data" / case / f"{case}_{suffix}.nii.gz"
+                    )
             # one epoch that still warms up, elects and validates: the schedule's epochs shrunk to 1
             overrides = {**TINY_NETWORK, "max_epochs": 1, "warmup_epochs": 0, "elect_epoch": 1, "val_interval": 1,
                          "log_every": 50, "output_dir": str(root / "eval"), "ckpt_dir": str(root / "models")}  # fmt: skip
@@ -164,13 +190,7 @@ class TestSubmissionMode(TinyDatasetTestCase):
                         "dataset_dir": str(root / "cases"), "ckpt_path": str(root / "model.pt"),
                         "output_dir": str(root / "submission"), "submission": True, "et_min_voxels": 500,
                         "min_component_voxels": 10, "pixdim": [8.0, 8.0, 8.0]}  # fmt: skip
-            (root / "args.json").write_text(json.dumps(settings))
-            run = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-                 "--args_file", str(root / "args.json")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-            )  # fmt: skip
-            self.assertEqual(run.returncode, 0, run.stdout[-2000:] + run.stderr[-2000:])
+            run_inference(settings, root)
             self.assertEqual(sorted(p.name for p in (root / "submission").iterdir()), [f"{case}.nii.gz"])
             source = nib.load(next((root / "cases" / case).glob("*seg.nii.gz")))
             written = nib.load(root / "submission" / f"{case}.nii.gz")
