@@ -50,8 +50,8 @@ REQUIRED_METADATA_KEYS = (
 """What model-zoo's metadata schema requires, checked when no schema file is at hand (the schema's URL is not
 reachable offline)."""
 
-PACKAGED = ("configs", "bundle", "docs", "scripts", "LICENSE", "README.md", "pyproject.toml", "large_files.yml")
-"""What the zip holds besides the weights: the configs and the code they import, the docs and the licence."""
+PACKAGED = ("configs", "bundle", "jobs", "docs", "scripts", "LICENSE", "README.md", "pyproject.toml", "large_files.yml")
+"""What the zip holds besides the weights: the configs and the code they import, the federated job, the docs and the licence."""
 
 URL_PLACEHOLDER = "https://example.invalid/lckd_brats/{name}"
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     TINY_NETWORK,
     TinyDatasetTestCase,
     fresh_metadata,
+    run_inference,
     tiny_checkpoint,
 )
 
@@ -38,15 +39,7 @@ def _infer(bundle_root: Path, dataset: Path, output: Path) -> np.ndarray:
     """inference.json of ``bundle_root``, run there with its own code (the package's ``bundle``) first on the path."""
     settings = {k: v for k, v in TINY_NETWORK.items() if k not in NETWORK_KEYS}
     settings.update({"dataset_dir": str(dataset), "output_dir": str(output), "bundle_root": str(bundle_root)})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    (output.parent / "args.json").write_text(json.dumps(settings))
-    run = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--args_file", str(output.parent / "args.json")],
-        cwd=bundle_root, capture_output=True, text=True, timeout=300,
-        env={**SUBPROCESS_ENV, "PYTHONPATH": str(bundle_root)},
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    run_inference(settings, output.parent, bundle_root)
     return np.asarray(nib.load(output / "SYNTH_0001_flair_seg.nii.gz").dataobj)
 
 
@@ -71,7 +64,7 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             sender = tmp / "sender"
-            for name in ("configs", "bundle", "docs", "scripts"):
+            for name in ("configs", "bundle", "jobs", "docs", "scripts"):
                 shutil.copytree(BUNDLE_ROOT / name, sender / name, ignore=shutil.ignore_patterns("__pycache__"))
             for name in ("LICENSE", "README.md", "pyproject.toml"):
                 shutil.copy(BUNDLE_ROOT / name, sender / name)
@@ -90,6 +83,7 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
             self.assertEqual(listing[0]["hash_val"], file_sha256(sender / "models" / "model.pt"))
             with zipfile.ZipFile(package) as archive:
                 self.assertIn("models/model.ts", archive.namelist())
+                self.assertIn("jobs/lckd_fedavg/app/config/config_fed_server.json", archive.namelist())
                 self.assertFalse([n for n in archive.namelist() if "__pycache__" in n])
 
             received = _command(["verify", str(package), "--into", str(tmp / "receiver")], tmp)
