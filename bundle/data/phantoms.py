@@ -212,7 +212,12 @@ def _write_case(
 
 
 def make_phantom_dataset(
-    out_dir: str | Path, cases: int = 20, seed: int = 0, spacing: float = 1.0, layout: str = "brats2021"
+    out_dir: str | Path,
+    cases: int = 20,
+    seed: int = 0,
+    spacing: float = 1.0,
+    layout: str = "brats2021",
+    name_prefix: str = "PHANTOM",
 ) -> list[str]:
     """Write ``cases`` anatomical phantoms in ``layout``; case ``i`` depends only on ``(seed, i)``.
 
@@ -222,6 +227,8 @@ def make_phantom_dataset(
         seed: of the generator.
         spacing: voxel size in mm on the BraTS grid (1.0 = 240 x 240 x 155).
         layout: one of :data:`PHANTOM_LAYOUTS`.
+        name_prefix: case names are ``<name_prefix>_0000``, ... (``-`` in the BraTS 2023 layout); datasets that
+            are pooled later (sites of a federation) need distinct prefixes.
 
     Returns:
         The case names written.
@@ -235,7 +242,7 @@ def make_phantom_dataset(
     names = []
     for index in range(cases):
         images, label, affine = make_phantom(np.random.default_rng([seed, index]), spacing)
-        name = f"PHANTOM_{index:04d}" if layout != "brats2023" else f"PHANTOM-{index:04d}"
+        name = f"{name_prefix}{'-' if layout == 'brats2023' else '_'}{index:04d}"
         _write_case(root, name, images, label, affine, layout)
         names.append(name)
     if layout == MSD:
