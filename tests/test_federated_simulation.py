@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import tempfile
 import unittest
-from pathlib import Path
 
 from bundle.analysis.federated import SITES, format_comparison, make_sites
 from bundle.data import discover_cases, load_datalist

@@ -80,7 +80,10 @@ def _best_interval_dice(images: list[np.ndarray], masks: list[np.ndarray], bins:
     for image, mask in zip(images, masks):
         values = image[image > 0] / np.median(image[image > 0])
         truth = mask[image > 0]
-        cumulative = [np.concatenate([[0], np.cumsum(np.histogram(v, edges)[0])]) + (v < edges[0]).sum() for v in (values[truth], values)]
+        cumulative = [
+            np.concatenate([[0], np.cumsum(np.histogram(v, edges)[0])]) + (v < edges[0]).sum()
+            for v in (values[truth], values)
+        ]
         below.append((cumulative[0], cumulative[1], truth.sum(), truth.size))
     lo, hi = np.meshgrid(np.arange(bins + 1), np.arange(bins + 1), indexing="ij")
     valid = lo <= hi
