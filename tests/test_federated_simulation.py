@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import tempfile
 import unittest
+from pathlib import Path
 
-from bundle.analysis.federated import SITES, format_comparison, make_sites
+from bundle.analysis.federated import SITES, compare_training, format_comparison, make_sites
 from bundle.data import discover_cases, load_datalist
+from bundle.errors import InputError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 
@@ -43,6 +45,17 @@ class TestMakeSites(unittest.TestCase):
         self.assertEqual(split, {"test": ["TEST_0000"]})
         (case,) = discover_cases(self.folders["test"])
         self.assertEqual({m for m in MODALITIES if case.get(m)}, set(MODALITIES))
+
+
+class TestCompareTraining(unittest.TestCase):
+    def test_an_unknown_arm_is_refused_before_anything_is_made(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(
+                InputError,
+                r"arms must be a non-empty choice of \['site-1', .*got \['pooled', 'central'\] \(\['central'\] unknown\)",
+            ):
+                compare_training(tmp, arms=["pooled", "central"])
+            self.assertEqual(list(Path(tmp).iterdir()), [])
 
 
 class TestFormatComparison(unittest.TestCase):

@@ -32,10 +32,12 @@ from bundle.federated.job import configure_job
 from bundle.io import atomic_write_json, read_json
 from bundle.networks import recorded_teachers
 
-__all__ = ["SITES", "make_sites", "compare_training", "format_comparison", "main"]
+__all__ = ["SITES", "ARMS", "make_sites", "compare_training", "format_comparison", "main"]
 
 SITES = {"site-1": ("t1ce",), "site-2": ("t1",), "site-3": ()}
 """Simulated sites and the sequences each never acquires."""
+ARMS = (*SITES, "pooled", "federated")
+"""The trainings compared: each site alone, all sites' cases pooled centrally, federated."""
 PROFILE = "configs/demo.json"
 logger = logging.getLogger(__name__)
 
@@ -161,19 +163,29 @@ def compare_training(
     spacing: float = 3.0,
     overrides: Mapping[str, Any] | None = None,
     threads: int = 1,
+    arms: Sequence[str] = ARMS,
 ) -> dict[str, Any]:
-    """Make the sites, train every arm, evaluate each on the common test set; write ``comparison.json``.
+    """Make the sites, train the ``arms``, evaluate each on the common test set; write ``comparison.json``.
 
     Args:
         output_dir: where data, runs and the result go.
         cases: phantoms per site; ``test_cases``: in the common test set; ``spacing``: their voxel size (mm).
-        overrides: config keys of every arm (over configs/demo.json).
+        overrides: config keys of every arm (over configs/demo.json); ``max_epochs`` is also the federated
+            run's number of rounds (one local epoch each).
         threads: torch threads per site of the federated run.
+        arms: which of :data:`ARMS` to train (the data is made the same way whatever the choice).
 
     Returns:
         ``{arm: {"teachers", "election", "dice", "lesion_dice", "dice_with_t1ce", "dice_without_t1ce", "cases",
         "combinations", "seconds"}}``; arms ``local site-1`` ... ``pooled``, ``federated``.
+
+    Raises:
+        InputError: for an arm not in :data:`ARMS`, before anything is made.
     """
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown or not arms:
+        named = f" ({unknown} unknown)" if unknown else ""
+        raise InputError(f"arms must be a non-empty choice of {list(ARMS)}, got {list(arms)}{named}.")
     output = Path(output_dir).resolve()
     folders = make_sites(output / "data", cases, test_cases, spacing)
     overrides = {
@@ -183,21 +195,21 @@ def compare_training(
         "mlflow": False,
         **dict(overrides or {}),
     }
-    arms: dict[str, Any] = {}
-    plan = [(f"local {site}", site) for site in SITES] + [("pooled", "pooled"), ("federated", None)]
-    for arm, dataset in plan:
+    results: dict[str, Any] = {}
+    for key in (key for key in ARMS if key in arms):
+        arm = f"local {key}" if key in SITES else key
         work = _fresh_work(output, arm.replace(" ", "_"))
         start = time.monotonic()
         logger.info(f"{arm}: training")
-        if dataset is None:
+        if key == "federated":
             _train_federated(work, output / "data", overrides, threads)
         else:
-            _train_central(work, folders[dataset], overrides)
+            _train_central(work, folders[key], overrides)
         seconds = round(time.monotonic() - start)
         logger.info(f"{arm}: trained in {seconds} s; evaluating the 15 combinations on the common test set")
-        arms[arm] = {**_evaluate(work, folders["test"], overrides), "seconds": seconds}
-    atomic_write_json(output / "comparison.json", arms)
-    return arms
+        results[arm] = {**_evaluate(work, folders["test"], overrides), "seconds": seconds}
+    atomic_write_json(output / "comparison.json", results)
+    return results
 
 
 def format_comparison(arms: Mapping[str, Mapping[str, Any]]) -> str:
@@ -225,10 +237,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test_cases", type=int, default=10)
     parser.add_argument("--spacing", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per federated site")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs of every arm, rounds of the federated one (default: the profile's)"
+    )
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="the trainings to compare")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    arms = compare_training(args.output_dir, args.cases, args.test_cases, args.spacing, threads=args.threads)
-    print(format_comparison(arms))
+    overrides = {"max_epochs": args.epochs} if args.epochs is not None else {}
+    results = compare_training(
+        args.output_dir, args.cases, args.test_cases, args.spacing, overrides, threads=args.threads, arms=args.arms
+    )
+    print(format_comparison(results))
 
 
 if __name__ == "__main__":
