@@ -178,6 +178,7 @@ class TestSimulator(unittest.TestCase):
 
             record = read_record(tmp / "global" / "model.pt")
             self.assertEqual(record["teachers"], election["teachers"])
+            self.assertEqual(record["federated"], election["federated"])  # the per-site case counts travel too
             self.assertEqual(record["network"]["filters"], TINY_OVERRIDES["filters"])
             for site in ("site-1", "site-2"):  # the sites' own checkpoints stay in their workspaces
                 self.assertTrue(list((tmp / "workspace" / site).rglob("models/latest_checkpoint*.pt")), site)

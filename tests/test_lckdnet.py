@@ -4,8 +4,8 @@ import torch
 from parameterized import parameterized
 
 from bundle.conventions import combination_masks
-from bundle.networks import LCKDNet
-from bundle.networks.lckdnet import _mean_fill
+from bundle.networks import LCKDNet, record_election
+from bundle.networks.lckdnet import _mean_fill, decode_record
 
 FILTERS = (4, 8, 16, 32)
 CASES = [(shared, fill) for shared in (True, False) for fill in ("all_levels", "bottleneck")]
@@ -146,3 +146,37 @@ class TestLCKDNet(unittest.TestCase):
     def test_bad_options_are_explained(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
             LCKDNet(**{"filters": FILTERS, **kwargs})
+
+
+TEACHERS = {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}
+FEDERATED = {"sites": ["site-1", "site-2"], "cases": {"ET": {"t1ce": {"site-1": 0, "site-2": 3, "total": 3}}}}
+
+
+class TestRecord(unittest.TestCase):
+    """The record in the weights: the teacher set, and a federated election's per-site case counts."""
+
+    def test_a_local_election_records_teachers_only(self):
+        net = tiny_net()
+        record_election(net, {"teachers": TEACHERS, "election_dice": {}})
+        self.assertEqual(
+            decode_record(net.state_dict()["_extra_state"]), {"network": net.record["network"], "teachers": TEACHERS}
+        )
+
+    def test_federated_counts_travel_with_the_weights_until_a_local_election_replaces_them(self):
+        net = tiny_net()
+        record_election(net, {"teachers": TEACHERS, "federated": FEDERATED})
+        loaded = tiny_net()
+        loaded.load_state_dict(net.state_dict())
+        self.assertEqual((loaded.record["teachers"], loaded.record["federated"]), (TEACHERS, FEDERATED))
+        record_election(loaded, {"teachers": {**TEACHERS, "ET": "flair"}})
+        self.assertNotIn("federated", decode_record(loaded.state_dict()["_extra_state"]))
+        self.assertEqual(loaded.record["teachers"]["ET"], "flair")
+
+    def test_no_election_clears_the_record_and_a_plain_module_is_left_alone(self):
+        net = tiny_net()
+        record_election(net, {"teachers": TEACHERS, "federated": FEDERATED})
+        record_election(net, None)
+        self.assertEqual((net.record["teachers"], net.record["federated"]), (None, None))
+        plain_module = torch.nn.Linear(1, 1)
+        record_election(plain_module, {"teachers": TEACHERS})
+        self.assertFalse(hasattr(plain_module, "record"))

@@ -23,7 +23,7 @@ from bundle.federated.protocol import (
 )
 from bundle.io import atomic_write
 from bundle.metadata import read_metadata, update_metadata
-from bundle.networks import LCKDNet
+from bundle.networks import LCKDNet, record_election
 from bundle.reports.logs import format_election
 
 __all__ = ["LCKDFedAvg", "bundle_network"]
@@ -52,7 +52,8 @@ class LCKDFedAvg(FedAvg):
     combines them case-weighted (:func:`bundle.metrics.election.combine_site_elections`; a site lacking a
     sequence adds nothing for it), elects per region and sends the teacher set with the next round's weights.
     After every round it writes ``ckpt_dir/model.pt`` (a plain ``state_dict`` whose record holds the federated
-    teachers, as train.json writes it) and the election block, with per-site case counts, into ``metadata_file``.
+    teachers and their per-site case counts; otherwise as train.json writes it) and the election block, with
+    the same counts, into ``metadata_file``.
 
     Args:
         configs: the bundle config files the sites train with (relative to ``bundle_root``): the server builds
@@ -131,13 +132,14 @@ class LCKDFedAvg(FedAvg):
         return model
 
     def save_model(self, model: FLModel) -> None:
-        """``ckpt_dir/model.pt`` with the federated teachers in its record, and the election in ``metadata_file``."""
+        """``ckpt_dir/model.pt`` with the federated teachers and per-site case counts in its record, and the
+        election in ``metadata_file``."""
         network = self._network
         network.load_state_dict(
             {key: torch.as_tensor(value) for key, value in model.params.items()}
             | {"_extra_state": network.state_dict()["_extra_state"]}
         )
-        network.record["teachers"] = self.election.get("teachers")
+        record_election(network, self.election)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / "model.pt"
         atomic_write(path, lambda file: torch.save(network.state_dict(), file))

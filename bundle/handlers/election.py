@@ -19,6 +19,7 @@ from bundle.errors import InputError
 from bundle.metadata import update_metadata
 from bundle.metrics.combinations import combination_dice
 from bundle.metrics.election import LOW_WIN_RATE, bootstrap_win_rate, elect_teachers, undecided_regions
+from bundle.networks.record import record_election
 from bundle.reports.logs import format_election, format_teachers
 
 __all__ = ["ElectionHandler"]
@@ -212,6 +213,4 @@ class ElectionHandler:
         self.result = state
         if self.loss is not None:
             self.loss.set_teachers(state.get("teachers"))
-        record = getattr(unwrap(self.network), "record", None)
-        if record is not None:  # the teacher set travels with the weights (LCKDNet's record)
-            record["teachers"] = state.get("teachers")
+        record_election(unwrap(self.network), state)  # the teacher set travels with the weights

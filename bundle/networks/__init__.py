@@ -2,7 +2,7 @@ from bundle.networks.inferer import CaseMaskInferer, presence_mask
 from bundle.networks.lckdnet import FILL_MODES, LCKDNet
 from bundle.networks.onnx import export_onnx
 from bundle.networks.options import inference_network
-from bundle.networks.record import network_from_record, read_record, recorded_teachers
+from bundle.networks.record import network_from_record, read_record, record_election, recorded_teachers
 
 __all__ = [
     "LCKDNet",
@@ -14,4 +14,5 @@ __all__ = [
     "network_from_record",
     "read_record",
     "recorded_teachers",
+    "record_election",
 ]

@@ -89,8 +89,9 @@ class LCKDNet(nn.Module):
         dropout: dropout probability in the residual blocks.
 
     The network carries its record in its ``state_dict`` (PyTorch's extra state, key ``_extra_state``):
-    the constructor keys above and the elected teacher set (``record["teachers"]``, set by the election),
-    so a saved ``state_dict`` is all it takes to rebuild and serve the model
+    the constructor keys above, the elected teacher set (``record["teachers"]``, set by the election) and,
+    after a federated election, the validation cases of each site behind it (``record["federated"]``), so a
+    saved ``state_dict`` is all it takes to rebuild and serve the model
     (:func:`bundle.networks.network_from_record`). Loading weights whose record names other keys is
     refused with the differences.
 
@@ -146,6 +147,7 @@ class LCKDNet(nn.Module):
                 "fill": fill,
             },
             "teachers": None,
+            "federated": None,
         }
         self.num_modalities = len(self.modalities)
         self.filters = [int(f) for f in filters]
@@ -212,13 +214,18 @@ class LCKDNet(nn.Module):
 
     @torch.jit.unused
     def get_extra_state(self) -> torch.Tensor:
-        """The record saved with the weights, ``{"network": constructor keys, "teachers": region -> sequence}``, as
-        UTF-8 JSON in a uint8 tensor (a tensor, so that tracing and ONNX export, which expect tensors, still work)."""
-        return encode_record({"network": dict(self.record["network"]), "teachers": self.record["teachers"]})
+        """The record saved with the weights, ``{"network": constructor keys, "teachers": region -> sequence}`` and
+        ``"federated"`` when a federated election set it, as UTF-8 JSON in a uint8 tensor (a tensor, so that
+        tracing and ONNX export, which expect tensors, still work)."""
+        record = {"network": dict(self.record["network"]), "teachers": self.record["teachers"]}
+        if self.record["federated"] is not None:
+            record["federated"] = self.record["federated"]
+        return encode_record(record)
 
     @torch.jit.unused
     def set_extra_state(self, state: Any) -> None:
-        """Take the teacher set of loaded weights, after checking they were trained with this network's keys."""
+        """Take the teacher set (and federated case counts) of loaded weights, after checking they were trained
+        with this network's keys."""
         state = decode_record(state)
         recorded = dict(state.get("network", {}))
         own = self.record["network"]
@@ -232,6 +239,7 @@ class LCKDNet(nn.Module):
                 + "; pass the trained values, or build it from the checkpoint (bundle.networks.network_from_record)."
             )
         self.record["teachers"] = dict(state["teachers"]) if state.get("teachers") else None
+        self.record["federated"] = state.get("federated")
 
     @torch.jit.unused
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):

@@ -1,4 +1,5 @@
-"""The record a trained LCKDNet carries in its weights: its constructor keys and its teacher set.
+"""The record a trained LCKDNet carries in its weights: its constructor keys and its teacher set (with, for a
+federated model, the validation cases of each site behind it).
 
 ``models/model.pt`` is a plain ``state_dict`` (model-zoo's ``ckpt_export`` loads it without
 ``key_in_ckpt``), whose ``_extra_state`` entry is :meth:`LCKDNet.get_extra_state`. Election,
@@ -18,7 +19,7 @@ from bundle.errors import InputError
 from bundle.io import load_checkpoint, unreadable_reason
 from bundle.networks.lckdnet import LCKDNet, decode_record, plain
 
-__all__ = ["read_record", "network_from_record", "recorded_teachers"]
+__all__ = ["read_record", "network_from_record", "recorded_teachers", "record_election"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +84,21 @@ def recorded_teachers(checkpoint: str | os.PathLike, modalities: Sequence[str]) 
     record = read_record(checkpoint)
     teachers = (record or {}).get("teachers")
     return check_teachers(teachers, modalities) if teachers else None
+
+
+def record_election(network: Any, election: Mapping[str, Any] | None) -> None:
+    """Put the teacher set of ``election`` (an election block, as in metadata.json) into ``network``'s record, with
+    the per-site case counts of a federated election (``election["federated"]``; ``None`` for a local one), so
+    that the weights saved next carry them. A network without a record (not an LCKDNet) is left as it is.
+
+    Example:
+        >>> net = LCKDNet(filters=(8, 16, 32, 64))
+        >>> record_election(net, {"teachers": {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}})
+        >>> net.record["teachers"]["WT"], net.record["federated"]
+        ('flair', None)
+    """
+    record = getattr(network, "record", None)
+    if record is not None:
+        election = election or {}
+        record["teachers"] = election.get("teachers")
+        record["federated"] = election.get("federated")
