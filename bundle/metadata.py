@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bundle import BUNDLE_ROOT
 from bundle.conventions import check_teachers
 from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json
 
-__all__ = ["read_metadata", "update_metadata", "read_teachers"]
+__all__ = ["read_metadata", "update_metadata", "read_teachers", "metadata_without_election"]
 
 
 def read_metadata(metadata_file: str | os.PathLike, writable: bool = False) -> dict[str, Any]:
@@ -46,6 +47,18 @@ def update_metadata(metadata_file: str | os.PathLike, block: Mapping[str, Any], 
     metadata = read_metadata(metadata_file)
     metadata[key] = dict(block)
     atomic_write_json(metadata_file, metadata)
+
+
+def metadata_without_election(target: str | os.PathLike) -> Path:
+    """``target``: the bundle's configs/metadata.json without the ``lckd`` block a run may have added, written
+    atomically, for a run (a test, one arm of a comparison) that must neither read nor write the checkout's file.
+
+    Returns:
+        ``target`` as a ``Path``.
+    """
+    metadata = read_metadata(BUNDLE_ROOT / "configs" / "metadata.json")
+    metadata.pop("lckd", None)
+    return atomic_write_json(target, metadata)
 
 
 def read_teachers(

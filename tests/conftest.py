@@ -20,6 +20,7 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export
 
 from bundle.data import make_dataset
+from bundle.metadata import metadata_without_election
 from bundle.networks import LCKDNet
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -88,11 +89,7 @@ def fresh_metadata(folder: Path) -> Path:
     The checkout's own file gains an ``lckd`` block whenever a training elects (``make demo`` does), so
     tests take this copy and never depend on, or write into, what a demo or a user left there.
     """
-    metadata = json.loads((CONFIGS / "metadata.json").read_text())
-    metadata.pop("lckd", None)
-    path = Path(folder) / "metadata.json"
-    path.write_text(json.dumps(metadata, indent=4))
-    return path
+    return metadata_without_election(Path(folder) / "metadata.json")
 
 
 def run_workflow(

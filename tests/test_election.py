@@ -11,7 +11,7 @@ from parameterized import parameterized
 from bundle.errors import InputError
 from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
-from bundle.metadata import update_metadata
+from bundle.metadata import metadata_without_election, update_metadata
 from bundle.metrics import (
     bootstrap_win_rate,
     combine_site_elections,
@@ -170,6 +170,15 @@ class TestMetadataWrite(unittest.TestCase):
                     update_metadata(path, {"teachers": {"ET": "t1ce"}})
             self.assertEqual(path.read_text(), original)
             self.assertEqual(sorted(p.name for p in Path(tmp).iterdir()), ["metadata.json"])  # no temp file left
+
+    def test_copy_without_election_keeps_every_other_key(self):
+        shipped = json.loads((Path(__file__).resolve().parents[1] / "configs" / "metadata.json").read_text())
+        shipped.pop("lckd", None)
+        with TemporaryDirectory() as tmp:
+            path = metadata_without_election(Path(tmp) / "metadata.json")
+            self.assertEqual(json.loads(path.read_text()), shipped)
+            update_metadata(path, {"teachers": {"ET": "t1ce"}})
+            self.assertEqual(json.loads(metadata_without_election(path).read_text()), shipped)
 
 
 class OracleNet(torch.nn.Module):

@@ -10,7 +10,6 @@ same epochs (the federated run: one local epoch per round), election schedule an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -25,11 +24,12 @@ from typing import Any
 from bundle import BUNDLE_ROOT
 from bundle.analysis.ablation import EVALUATE, run_bundle
 from bundle.analysis.efficacy import read_case_rows
-from bundle.conventions import REPORT_REGIONS
+from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.data.phantoms import make_phantom_dataset
 from bundle.errors import InputError, install_excepthook
 from bundle.federated.job import configure_job
 from bundle.io import atomic_write_json, read_json
+from bundle.metadata import metadata_without_election
 from bundle.networks import recorded_teachers
 
 __all__ = ["SITES", "ARMS", "make_sites", "compare_training", "format_comparison", "main"]
@@ -89,7 +89,7 @@ def _evaluate(work: Path, test_dir: Path, settings: Mapping[str, Any]) -> dict[s
 
     metadata = read_json(work / "metadata.json").get("lckd", {})
     return {
-        "teachers": recorded_teachers(work / "models" / "model.pt", ["flair", "t1", "t1ce", "t2"]),
+        "teachers": recorded_teachers(work / "models" / "model.pt", DEFAULT_MODALITIES),
         "election": metadata,
         "dice": {region: mean(f"dice_{region}") for region in REPORT_REGIONS},
         "lesion_dice": {region: mean(f"lesion_dice_{region}") for region in REPORT_REGIONS},
@@ -111,9 +111,7 @@ def _fresh_work(output: Path, name: str) -> Path:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    metadata = read_json(BUNDLE_ROOT / "configs" / "metadata.json")
-    metadata.pop("lckd", None)
-    atomic_write_json(work / "metadata.json", metadata)
+    metadata_without_election(work / "metadata.json")
     return work
 
 
@@ -132,7 +130,7 @@ def _train_central(work: Path, dataset_dir: Path, overrides: Mapping[str, Any]) 
 def _train_federated(work: Path, sites_root: Path, overrides: Mapping[str, Any], threads: int) -> None:
     profile = read_json(BUNDLE_ROOT / PROFILE)
     settings = {**profile, **overrides}
-    (work / "overrides.json").write_text(json.dumps(dict(overrides)))
+    atomic_write_json(work / "overrides.json", dict(overrides))
     job = configure_job(
         work / "job",
         num_clients=len(SITES),
