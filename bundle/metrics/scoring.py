@@ -30,13 +30,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from panoptica import ConnectedComponentsInstanceApproximator, InputType, MaxBipartiteMatching, Metric
-from panoptica import Panoptica_Evaluator
+from monai.metrics.utils import get_mask_edges, get_surface_distance
+from panoptica import (
+    ConnectedComponentsInstanceApproximator,
+    InputType,
+    MaxBipartiteMatching,
+    Metric,
+    Panoptica_Evaluator,
+)
 from panoptica.utils.citation_reminder import disable_citation_reminder
 from panoptica.utils.edge_case_handling import EdgeCaseHandler, EdgeCaseResult, MetricZeroTPEdgeCaseHandling
 from panoptica.utils.label_group import LabelGroup, LabelMergeGroup
 from panoptica.utils.segmentation_class import SegmentationClassGroups
-from monai.metrics.utils import get_mask_edges, get_surface_distance
 from scipy import ndimage
 
 from bundle.conventions import LABEL_CONVENTIONS, NETWORK_REGIONS
