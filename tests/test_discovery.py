@@ -81,6 +81,24 @@ class TestDiscovery(unittest.TestCase):
             with self.assertRaisesRegex(FileNotFoundError, "X_flair.nii.gz.*does not exist"):
                 load_datalist(self.root, datalist_file)
 
+    def test_grouped_layout_as_brats_2018_is_downloaded(self):
+        """BraTS 2018 and 2019 training folders hold HGG/ and LGG/, each a folder of case folders."""
+        with TemporaryDirectory() as tmp:
+            root = Path(tmp) / "MICCAI_BraTS_2018_Data_Training"
+            for index, case in enumerate(sorted(self.root.glob("SYNTH_*"))):
+                shutil.copytree(case, root / ("HGG" if index < 4 else "LGG") / case.name)
+            cases = discover_cases(root)
+            self.assertEqual([c["case"] for c in cases], [f"SYNTH_{i:04d}" for i in range(6)])
+            self.assertEqual([c["group"] for c in cases], ["HGG"] * 4 + ["LGG"] * 2)
+            self.assertEqual(cases[2]["mask"], [True, False, True, True])
+            split = load_datalist(root, Path(tmp) / "datalist.json", val_fraction=0.2, test_fraction=0.2)
+            stored = json.loads((Path(tmp) / "datalist.json").read_text())
+            self.assertEqual(
+                sorted((c["case"], c["group"]) for part in split.values() for c in part),
+                [(c["case"], c["group"]) for c in cases],
+            )
+            self.assertTrue(stored["training"][0]["flair"].startswith(("HGG/", "LGG/")))
+
     def test_unknown_layout_is_explained(self):
         with TemporaryDirectory() as tmp:
             (Path(tmp) / "case1").mkdir()

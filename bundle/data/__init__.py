@@ -1,5 +1,12 @@
 from bundle.data.caching import CACHE_MODES, cache_mode, cache_size, cached_dataset
-from bundle.data.discovery import dataset_convention, detect_layout, discover_cases, load_datalist, split_cases
+from bundle.data.discovery import (
+    case_folders,
+    dataset_convention,
+    detect_layout,
+    discover_cases,
+    load_datalist,
+    split_cases,
+)
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
 from bundle.data.validation import check_dataset
 
@@ -9,6 +16,7 @@ __all__ = [
     "cache_size",
     "cached_dataset",
     "dataset_convention",
+    "case_folders",
     "detect_layout",
     "discover_cases",
     "load_datalist",

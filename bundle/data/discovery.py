@@ -15,6 +15,7 @@ from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json, unreadable_reason
 
 __all__ = [
+    "case_folders",
     "detect_layout",
     "dataset_convention",
     "discover_cases",
@@ -41,8 +42,33 @@ def _file(case_dir: Path, layout: dict, name: str) -> Path | None:
     return None
 
 
+def _matches(case_dir: Path, modalities: Sequence[str]) -> bool:
+    """Whether ``case_dir`` holds a sequence file named after it in any layout of :data:`LAYOUTS`."""
+    return any(_file(case_dir, layout, layout["names"].get(m, m)) for layout in LAYOUTS.values() for m in modalities)
+
+
+def case_folders(root: Path, modalities: Sequence[str] = DEFAULT_MODALITIES) -> list[tuple[Path, str | None]]:
+    """``(case folder, group)`` for each case of ``root``: its folders, and one level down the folders of a grouping
+    folder (BraTS 2018 and 2019 as downloaded: ``HGG/`` and ``LGG/``, each a folder of case folders; ``group`` is its
+    name, ``None`` for a case at the top). A folder that is neither stays a case folder, which discovery reports.
+
+    Example:
+        >>> case_folders(Path("MICCAI_BraTS_2018_Data_Training"))  # doctest: +SKIP
+        [(PosixPath('.../HGG/Brats18_2013_10_1'), 'HGG'), ..., (PosixPath('.../LGG/Brats18_2013_0_1'), 'LGG'), ...]
+    """
+    found: list[tuple[Path, str | None]] = []
+    for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+        inner = [] if _matches(folder, modalities) else sorted(d for d in folder.iterdir() if d.is_dir())
+        if inner and any(_matches(d, modalities) for d in inner):
+            found.extend((d, folder.name) for d in inner)
+        else:
+            found.append((folder, None))
+    return found
+
+
 def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES) -> str:
-    """Name of the layout in :data:`LAYOUTS` that the most case folders of ``dataset_dir`` follow.
+    """Name of the layout in :data:`LAYOUTS` that the most case folders of ``dataset_dir`` follow (case folders one
+    grouping level down count too, see :func:`case_folders`).
 
     Raises:
         FileNotFoundError: when ``dataset_dir`` does not exist.
@@ -56,12 +82,12 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
         )
     if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
         return MSD
-    case_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
     if not any(root.iterdir()):
         raise InputError(
             f"dataset_dir {root} is empty; copy a BraTS-style dataset there (one folder per case) or make one with "
             f"`python scripts/make_synthetic.py --out {root}`."
         )
+    case_dirs = [folder for folder, _ in case_folders(root, modalities)]
     counts = {
         name: sum(any(_file(d, layout, layout["names"].get(m, m)) for m in modalities) for d in case_dirs)
         for name, layout in LAYOUTS.items()
@@ -75,7 +101,8 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
             for name, lay in LAYOUTS.items()
         )
         raise InputError(
-            f"no case folder in {root} matches a known layout ({expected}; or MSD Task01: dataset.json + imagesTr/)."
+            f"no case folder in {root} matches a known layout ({expected}, also one grouping folder down, as "
+            "BraTS 2018's HGG/ and LGG/; or MSD Task01: dataset.json + imagesTr/)."
         )
     return best
 
@@ -127,14 +154,15 @@ def discover_cases(
     modalities: Sequence[str] = DEFAULT_MODALITIES,
     dataset_format: str = "auto",
 ) -> list[dict]:
-    """One data dict per case: ``{"case", <modality>: path, ..., "label": path, "mask"}``.
+    """One data dict per case: ``{"case", <modality>: path, ..., "label": path, "mask"}``, and ``"group"`` for a case
+    found in a grouping folder (BraTS 2018's ``HGG/`` and ``LGG/``, see :func:`case_folders`).
 
     A modality whose file is absent has no key in the dict and ``False`` in ``mask`` (one flag per
     modality, in ``modalities`` order); ``label`` is absent when the case has no segmentation. MSD
     cases are ``{"case", "image": 4D path, "label"}``: a missing sequence there is an all-zero channel.
 
     Args:
-        dataset_dir: folder holding one folder per case.
+        dataset_dir: folder holding one folder per case, or grouping folders of case folders.
         modalities: modality names in canonical order.
         dataset_format: a key of :data:`LAYOUTS` or ``"auto"`` to detect it.
 
@@ -150,7 +178,7 @@ def discover_cases(
         raise InputError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
     layout = LAYOUTS[dataset_format]
     cases = []
-    for case_dir in sorted(d for d in Path(dataset_dir).iterdir() if d.is_dir()):
+    for case_dir, group in case_folders(Path(dataset_dir), modalities):
         item: dict = {"case": case_dir.name}
         for modality in modalities:
             path = _file(case_dir, layout, layout["names"].get(modality, modality))
@@ -166,6 +194,8 @@ def discover_cases(
         if label is not None:
             item["label"] = str(label)
         item["mask"] = [modality in item for modality in modalities]
+        if group is not None:
+            item["group"] = group
         cases.append(item)
     return cases
 
