@@ -13,9 +13,11 @@ from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
 from bundle.metadata import metadata_without_election, update_metadata
 from bundle.metrics import (
+    MIN_SITE_CASES,
     bootstrap_win_rate,
     combine_site_elections,
     elect_teachers,
+    paired_cases,
     site_election_summary,
     undecided_regions,
 )
@@ -23,6 +25,7 @@ from bundle.networks import LCKDNet
 from bundle.reports import format_election
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
+NAN_ = float("nan")
 
 
 def dice_table(means):
@@ -81,12 +84,59 @@ class TestElectTeachers(unittest.TestCase):
             self.assertLess(max(rates[region].values()), 1.0)
         self.assertEqual(rates, bootstrap_win_rate(noisy, MODALITIES, resamples=200))  # seeded
 
+    def test_sequences_are_compared_on_the_cases_that_have_them_all(self):
+        """Site A's 3 cases lack T1ce (flair 0.4 each), site B's 3 have both (flair 0.9, T1ce 0.85): flair beats T1ce on
+        every case that has both, while per-sequence means over the cases that have each (flair 3.9 / 6 = 0.65, T1ce
+        0.85) would elect T1ce."""
+        rows = [[0.4, NAN_, NAN_, 0.1]] * 3 + [[0.9, 0.2, 0.85, 0.1]] * 3
+        dice = torch.tensor(rows, dtype=torch.float64)[:, :, None].repeat(1, 1, 3)
+        teachers, table = elect_teachers(dice, MODALITIES)
+        self.assertEqual(teachers, {"ET": "flair", "TC": "flair", "WT": "flair"})
+        self.assertAlmostEqual(table["ET"]["flair"], 0.9)
+        self.assertAlmostEqual(table["ET"]["t1ce"], 0.85)
+        self.assertEqual(paired_cases(dice), {"ET": 3, "TC": 3, "WT": 3})
+        self.assertEqual(bootstrap_win_rate(dice, MODALITIES, resamples=100)["ET"]["flair"], 1.0)
+        # no case has every sequence: each sequence's mean over the cases that have it (the documented fallback)
+        dice[3:, 1] = NAN_
+        self.assertEqual(paired_cases(dice)["ET"], 0)
+        self.assertEqual(elect_teachers(dice, MODALITIES)[0]["ET"], "t1ce")
+
     def test_bad_table_shape(self):
         with self.assertRaisesRegex(ValueError, "dice must be"):
             elect_teachers(torch.rand(3, 2, 3), MODALITIES)
 
 
 NAN = float("nan")
+
+
+class TestPairedFederatedElection(unittest.TestCase):
+    def test_sites_send_paired_sums_and_the_example_elects_flair(self):
+        a = site_dice(3, [[0.4] * 3, [0.2] * 3, [NAN] * 3, [0.1] * 3])  # no T1ce
+        b = site_dice(3, [[0.9] * 3, [0.2] * 3, [0.85] * 3, [0.1] * 3])
+        summaries = {"A": site_election_summary(a, min_cases=3), "B": site_election_summary(b, min_cases=3)}
+        teachers, table, cases = combine_site_elections(summaries, MODALITIES)
+        self.assertEqual(teachers, {"ET": "flair", "TC": "flair", "WT": "flair"})
+        self.assertAlmostEqual(table["WT"]["flair"], 0.9)
+        self.assertEqual(cases["WT"]["flair"], {"A": 0, "B": 3, "total": 3, "paired": True})
+        self.assertEqual(summaries["A"]["paired_cases"], [0, 0, 0])
+        self.assertEqual(summaries["B"]["paired_cases"], [3, 3, 3])
+
+    def test_a_sum_of_fewer_than_min_cases_is_not_sent(self):
+        one_case = site_election_summary(site_dice(1, [[0.9] * 3] * 4))  # MIN_SITE_CASES = 5
+        self.assertEqual(one_case["dice_sum"], [[0.0] * 3] * 4)
+        self.assertEqual(one_case["cases"], [[0] * 3] * 4)
+        self.assertEqual(one_case["paired_dice_sum"], [[0.0] * 3] * 4)
+        self.assertEqual(one_case["paired_cases"], [0, 0, 0])
+        self.assertEqual(MIN_SITE_CASES, 5)
+        five = site_election_summary(site_dice(5, [[0.9] * 3] * 4))
+        self.assertAlmostEqual(five["paired_dice_sum"][0][0], 4.5)
+        with self.assertRaisesRegex(InputError, "min_cases must be"):
+            site_election_summary(site_dice(5, [[0.9] * 3] * 4), min_cases=0)
+
+
+def summary(dice):
+    """A site's summary with every sum sent (the tests' sites are smaller than MIN_SITE_CASES)."""
+    return site_election_summary(dice, min_cases=1)
 
 
 def site_dice(cases, values):
@@ -99,34 +149,32 @@ class TestFederatedElection(unittest.TestCase):
         # regions in network order TC, WT, ET; site A: 9 cases, flair best for WT; site B: 1 case, t2 best
         a = site_dice(9, [[0.5, 0.90, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.80, 0.3]])
         b = site_dice(1, [[0.5, 0.10, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.95, 0.3]])
-        summaries = {"A": site_election_summary(a), "B": site_election_summary(b)}
+        summaries = {"A": summary(a), "B": summary(b)}
         teachers, table, cases = combine_site_elections(summaries, MODALITIES)
         self.assertEqual(teachers, {"ET": "t1ce", "TC": "t1ce", "WT": "flair"})
         self.assertAlmostEqual(table["WT"]["flair"], (9 * 0.9 + 0.1) / 10, places=4)  # 0.82, not the site mean 0.5
         self.assertAlmostEqual(table["WT"]["t2"], (9 * 0.8 + 0.95) / 10, places=4)
-        self.assertEqual(cases["WT"]["flair"], {"A": 9, "B": 1, "total": 10})
+        self.assertEqual(cases["WT"]["flair"], {"A": 9, "B": 1, "total": 10, "paired": True})
 
     def test_a_site_without_a_sequence_adds_nothing_to_it(self):
         a = site_dice(4, [[0.5, 0.9, 0.2], [0.4, 0.5, 0.1], [NAN, NAN, NAN], [0.4, 0.8, 0.3]])  # never has t1ce
         b = site_dice(2, [[0.5, 0.9, 0.2], [0.4, 0.5, 0.1], [0.8, 0.6, 0.7], [0.4, 0.8, 0.3]])
-        teachers, table, cases = combine_site_elections(
-            {"A": site_election_summary(a), "B": site_election_summary(b)}, MODALITIES
-        )
-        self.assertEqual(cases["ET"]["t1ce"], {"A": 0, "B": 2, "total": 2})
+        teachers, table, cases = combine_site_elections({"A": summary(a), "B": summary(b)}, MODALITIES)
+        self.assertEqual(cases["ET"]["t1ce"], {"A": 0, "B": 2, "total": 2, "paired": True})
         self.assertAlmostEqual(table["ET"]["t1ce"], 0.7, places=4)  # B's mean, not diluted by A's zeros
         self.assertEqual(teachers["ET"], "t1ce")
         c = site_dice(3, [[NAN, NAN, NAN]] * 2 + [[0.8, 0.6, 0.7], [NAN, NAN, NAN]])  # only t1ce
-        _, table, _ = combine_site_elections({"C": site_election_summary(c)}, MODALITIES)
+        _, table, _ = combine_site_elections({"C": summary(c)}, MODALITIES)
         self.assertIsNone(table["ET"]["flair"])  # no site has a case behind the cell
 
     def test_ties_go_to_the_earlier_sequence(self):
         same = site_dice(2, [[0.6, 0.6, 0.6]] * 4)
-        teachers, _, _ = combine_site_elections({"A": site_election_summary(same)}, MODALITIES)
+        teachers, _, _ = combine_site_elections({"A": summary(same)}, MODALITIES)
         self.assertEqual(teachers, {"ET": "flair", "TC": "flair", "WT": "flair"})
 
     def test_a_region_no_site_holds_keeps_its_teacher(self):
         no_et = site_dice(3, [[0.5, 0.9, NAN], [0.4, 0.5, NAN], [0.8, 0.6, NAN], [0.4, 0.8, NAN]])
-        summaries = {"A": site_election_summary(no_et)}
+        summaries = {"A": summary(no_et)}
         teachers, table, _ = combine_site_elections(summaries, MODALITIES, previous={"ET": "t1ce"})
         self.assertEqual(teachers["ET"], "t1ce")
         self.assertEqual(undecided_regions(table), ["ET"])
@@ -137,7 +185,7 @@ class TestFederatedElection(unittest.TestCase):
         cases = torch.rand(12, 4, 3, dtype=torch.float64)
         cases[:5, 2] = NAN  # the first site never acquires t1ce
         sites = {"A": cases[:5], "B": cases[5:9], "C": cases[9:]}
-        federated = combine_site_elections({k: site_election_summary(v) for k, v in sites.items()}, MODALITIES)
+        federated = combine_site_elections({k: summary(v) for k, v in sites.items()}, MODALITIES)
         pooled = elect_teachers(cases, MODALITIES)
         self.assertEqual(federated[0], pooled[0])
         for region, scores in pooled[1].items():

@@ -66,16 +66,16 @@ class TestFederatedElection(unittest.TestCase):
     def test_block_counts_cases_per_site_and_absent_sequences_add_nothing(self):
         # site A: 3 cases, no t1ce, flair best; site B: 1 case, t1ce best
         summaries = {
-            "A": site_election_summary(_site_dice(3, t1ce_present=False, best=0)),
-            "B": site_election_summary(_site_dice(1, t1ce_present=True, best=2)),
+            "A": site_election_summary(_site_dice(3, t1ce_present=False, best=0), min_cases=1),
+            "B": site_election_summary(_site_dice(1, t1ce_present=True, best=2), min_cases=1),
         }
         block = federated_election(summaries, MODALITIES, round_index=4, previous={"ET": "t2"})
-        # flair: (3 x 0.9 + 0.5) / 4 = 0.8; t1ce: B's 0.9 alone (A adds nothing)
-        self.assertAlmostEqual(block["election_dice"]["WT"]["flair"], 0.8)
+        # compared on the cases with every sequence: B's alone (flair 0.5, t1ce 0.9); A adds nothing
+        self.assertAlmostEqual(block["election_dice"]["WT"]["flair"], 0.5)
         self.assertAlmostEqual(block["election_dice"]["WT"]["t1ce"], 0.9)
         self.assertEqual(block["teachers"], {"ET": "t1ce", "TC": "t1ce", "WT": "t1ce"})
-        self.assertEqual(block["federated"]["cases"]["ET"]["t1ce"], {"A": 0, "B": 1, "total": 1})
-        self.assertEqual(block["federated"]["cases"]["ET"]["flair"], {"A": 3, "B": 1, "total": 4})
+        self.assertEqual(block["federated"]["cases"]["ET"]["t1ce"], {"A": 0, "B": 1, "total": 1, "paired": True})
+        self.assertEqual(block["federated"]["cases"]["ET"]["flair"], {"A": 0, "B": 1, "total": 1, "paired": True})
         self.assertEqual(block["federated"]["sites"], ["A", "B"])
         self.assertEqual(block["cases"], 4)
         self.assertEqual(block["elected_at"]["round"], 4)

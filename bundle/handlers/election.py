@@ -18,7 +18,13 @@ from bundle.distributed import unwrap
 from bundle.errors import InputError
 from bundle.metadata import update_metadata
 from bundle.metrics.combinations import combination_dice
-from bundle.metrics.election import LOW_WIN_RATE, bootstrap_win_rate, elect_teachers, undecided_regions
+from bundle.metrics.election import (
+    LOW_WIN_RATE,
+    bootstrap_win_rate,
+    elect_teachers,
+    paired_cases,
+    undecided_regions,
+)
 from bundle.networks.record import record_election
 from bundle.reports.logs import format_election, format_teachers
 
@@ -32,7 +38,8 @@ class ElectionHandler:
 
     At the end of epoch ``elect_epoch`` (after a warm-up without distillation) and then every
     ``reelect_every`` epochs, the network is validated once per single-modality mask; per region the
-    modality with the best mean Dice becomes the teacher (ties go to the earlier modality). The
+    modality with the best mean Dice over the cases that have every sequence becomes the teacher (ties go to the
+    earlier modality; :func:`bundle.metrics.elect_teachers`). The
     teacher set is given to the loss, written atomically into ``metadata_file`` under ``"lckd"`` and
     kept in :meth:`state_dict`, so checkpoints carry it and a resumed run needs no new election.
     A bootstrap over validation cases gives each teacher's win rate; under 70 % is logged as a warning.
@@ -175,6 +182,7 @@ class ElectionHandler:
             "election_dice": table,
             "elected_at": {"epoch": epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "cases": int(dice.shape[0]),
+            "paired_cases": paired_cases(dice),
         }
         if self.resamples > 0:
             result["win_rate"] = bootstrap_win_rate(dice, self.modalities, self.resamples, self.seed)
@@ -190,6 +198,13 @@ class ElectionHandler:
                 f"compared; {'it keeps its teacher ' + teachers[region] if region in teachers else 'it has no teacher yet'}. "
                 "Validate on cases that contain it (a larger validation split) to elect one."
             )
+        for region, count in result["paired_cases"].items():
+            if count == 0 and region not in undecided:
+                logger.warning(
+                    f"{region}: no validation case has every sequence, so each sequence's Dice is its mean over the "
+                    "cases that have it, not over the same cases; validate on cases with all sequences to compare them "
+                    "fairly."
+                )
         for region, rates in result.get("win_rate", {}).items():
             rate = rates[teachers[region]]
             if rate < LOW_WIN_RATE:

@@ -11,9 +11,11 @@ from bundle.metrics.combinations import (
 )
 from bundle.metrics.election import (
     LOW_WIN_RATE,
+    MIN_SITE_CASES,
     bootstrap_win_rate,
     combine_site_elections,
     elect_teachers,
+    paired_cases,
     site_election_summary,
     undecided_regions,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "lesion_scores",
     "region_scores",
     "LOW_WIN_RATE",
+    "MIN_SITE_CASES",
+    "paired_cases",
     "bootstrap_win_rate",
     "elect_teachers",
     "undecided_regions",

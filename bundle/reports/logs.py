@@ -78,7 +78,8 @@ def format_election(result: Mapping[str, Any]) -> str:
     """A table of the single-modality Dice, the teachers and their win rates; undecided regions say so."""
     modalities = result["modalities"]
     width = max(7, *(len(m) + 2 for m in modalities))
-    lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate"]
+    lines = ["region" + "".join(f"{m:>{width}}" for m in modalities) + "   teacher  win rate  compared on"]
+    paired = result.get("paired_cases", {})
     undecided = result.get("undecided", [])
     for region in REPORT_REGIONS:
         scores = result["election_dice"][region]
@@ -88,6 +89,9 @@ def format_election(result: Mapping[str, Any]) -> str:
         if region in undecided:
             verdict = f"undecided (no case holds {region}; {'kept ' + teacher if teacher else 'no teacher'})"
         else:
-            verdict = f"{teacher:<8} {'' if rate is None else f'{rate:.2f}'}"
+            verdict = f"{teacher:<8} {'' if rate is None else f'{rate:.2f}':<9}"
+            if region in paired:
+                count = paired[region]
+                verdict += f" {count} cases with every sequence" if count else " each sequence's own cases"
         lines.append(f"{region:<6}{cells}   {verdict}")
     return "\n".join(lines)
