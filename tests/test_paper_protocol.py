@@ -126,14 +126,35 @@ class TestPaperProfile(unittest.TestCase):
         self.assertEqual((p["batch_size"], p["num_samples"], p["learning_rate"], p["ckd_weight"]), (2, 1, 0.01, 0.1))
         self.assertEqual(p["optimizer"]["_target_"], "torch.optim.SGD")
         self.assertEqual((p["optimizer"]["momentum"], p["optimizer"]["nesterov"]), (0.99, True))
-        self.assertEqual(
-            (p["lr_scheduler"]["_target_"], p["lr_scheduler"]["power"]), ("torch.optim.lr_scheduler.PolynomialLR", 0.9)
-        )
         iterations_per_epoch = -(-285 // 2)  # train_all, batch 2
+        # run.sh: 80,000 iterations with every sequence, then the reloaded model from iteration 79,999 to 114,999
         self.assertEqual(p["warmup_epochs"], round(80_000 / iterations_per_epoch))
-        self.assertEqual(p["max_epochs"], round(80_000 / iterations_per_epoch) + round(115_000 / iterations_per_epoch))
+        self.assertEqual(p["max_epochs"] - p["warmup_epochs"], round(35_001 / iterations_per_epoch))
+        self.assertEqual(p["max_epochs"], round(115_000 / iterations_per_epoch))
         self.assertEqual(p["elect_epoch"], round(5_000 / iterations_per_epoch))
         self.assertEqual(p["split_lists"], {"training": "train_all", "validation": "validation"})
+
+    def test_learning_rate_follows_the_official_curves(self):
+        """train.py's lr_poly(1e-2, i, num_steps, 0.9): over 80,000 iterations in the first run, then the 115,000-step
+        curve continued from iteration 79,999 (about 3.4e-3), not restarted at 1e-2."""
+        self.parser.update({"network_def": {"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 1}})
+        scheduler = self.parser.get_parsed_content("lr_scheduler")
+        optimizer = scheduler.optimizer
+        per_epoch = -(-285 // 2)
+
+        def official(iteration, steps):
+            return 1e-2 * (1 - iteration / steps) ** 0.9
+
+        rates = []
+        for _ in range(self.parser["max_epochs"]):
+            rates.append(optimizer.param_groups[0]["lr"])
+            scheduler.step()
+        self.assertAlmostEqual(rates[0], 1e-2)
+        for epoch in (100, 400, 558):  # an epoch's rate holds for its 143 iterations: within 1e-4 of the official
+            self.assertAlmostEqual(rates[epoch], official(epoch * per_epoch, 80_000), delta=1e-4)
+        for epoch in (559, 600, 700, 803):
+            self.assertAlmostEqual(rates[epoch], official(epoch * per_epoch, 115_000), delta=1e-4)
+        self.assertAlmostEqual(rates[559], 3.4e-3, delta=1e-4)
 
     def test_official_split_shipped(self):
         lists = json.loads(OFFICIAL_SPLIT.read_text())
