@@ -3,17 +3,21 @@ dataset layouts, case names, and the fixed order of the 15 modality combinations
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bundle.errors import InputError
 
 __all__ = [
     "LABEL_CONVENTIONS",
+    "REGION_CLASSES",
+    "label_regions",
     "LAYOUTS",
     "MSD",
     "NIFTI_SUFFIXES",
@@ -122,6 +126,30 @@ LABEL_CONVENTIONS: dict[str, dict[str, int]] = {
     "msd": {"NCR": 2, "ED": 1, "ET": 3},
 }
 """Label value of each tumour class on disk: BraTS 2018-2021, BraTS 2023 and MSD Task01_BrainTumour."""
+
+
+REGION_CLASSES: dict[str, tuple[str, ...]] = {"TC": ("NCR", "ET"), "WT": ("NCR", "ED", "ET"), "ET": ("ET",)}
+"""The tumour classes each region is made of, as BraTS rebuilds the regions from a label map."""
+
+
+def label_regions(labels: np.ndarray | torch.Tensor, convention: str = "brats2021") -> np.ndarray:
+    """The regions BraTS rebuilds from a label map, ``(3, ...)`` bool in network order (TC, WT, ET).
+
+    Args:
+        labels: a label map ``(H, W, D)``, or with leading dimensions of size 1, with the values of ``convention``.
+        convention: a key of :data:`bundle.conventions.LABEL_CONVENTIONS`.
+
+    Example:
+        >>> label_regions(np.array([0, 1, 2, 4]))[:, 1:].astype(int).tolist()  # TC, WT, ET of NCR, ED, ET
+        [[1, 0, 1], [1, 1, 1], [0, 0, 1]]
+    """
+    if convention not in LABEL_CONVENTIONS:
+        raise InputError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {convention!r}.")
+    values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    if values.ndim > 3 and math.prod(values.shape[:-3]) == 1:  # (1, H, W, D), or a batch of one
+        values = values.reshape(values.shape[-3:])
+    classes = LABEL_CONVENTIONS[convention]
+    return np.stack([np.isin(values, [classes[c] for c in REGION_CLASSES[region]]) for region in NETWORK_REGIONS])
 
 
 def label_mapping(source: str, target: str = "brats2021") -> tuple[list[int], list[int]]:

@@ -184,6 +184,7 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
     from bundle.handlers.dropping import DROPPING_SCHEDULES
     from bundle.handlers.selection import SELECTION_METRICS
     from bundle.losses.ckd import CKD_REDUCTIONS
+    from bundle.metrics.scoring import SCORING_RULES
     from bundle.networks.lckdnet import FILL_MODES
 
     return {
@@ -222,6 +223,7 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "select_model": _choice(list(SELECTION_METRICS)),
         "ckd_reduction": _choice(CKD_REDUCTIONS),
         "cache": _choice(CACHE_MODES),
+        "scoring": _choice(list(SCORING_RULES)),
         **dict.fromkeys(BOOLEAN_KEYS, _boolean),
     }
 

@@ -34,6 +34,7 @@ from bundle.conventions import case_name, file_stem
 from bundle.data import check_dataset, dataset_convention, discover_cases
 from bundle.errors import InputError, brief, install_excepthook
 from bundle.io import atomic_save_nifti, unreadable_reason
+from bundle.networks import model_preprocessing
 from bundle.transforms import StackModalitiesd, write_modalities_record
 
 
@@ -123,15 +124,19 @@ class LabelWriterOperator(Operator):
 
 
 class BundleInferenceOperator(MonaiBundleInferenceOperator):
-    """MONAI Deploy's bundle operator, with the embedded inference.json's sidecar writing switched off.
+    """MONAI Deploy's bundle operator, with the embedded inference.json's sidecar writing switched off and the
+    model's preprocessing taken from the embedded metadata.
 
     inference.json's ``RecordModalitiesd`` would write into its own ``output_dir`` (relative to the
-    current folder); the app's writer writes the sidecar beside the segmentation instead.
+    current folder); the app's writer writes the sidecar beside the segmentation instead. inference.json reads the
+    grid and window the model was trained on from ``models/model.pt``'s record, which a TorchScript file does not
+    carry; metadata.json, embedded in it by ``ckpt_export``, holds the same record's copy (``lckd.preprocessing``).
     """
 
     def _get_compose(self, obj_name, disallowed_prefixes):
         if self._parser.get("output_dir") is not None:  # once: setting a key re-parses, making new transforms
             self._parser["output_dir"] = None
+            self._parser["model_preprocessing"] = model_preprocessing(None, self._parser.get("_meta_"))
         return super()._get_compose(obj_name, disallowed_prefixes)
 
 

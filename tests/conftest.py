@@ -148,6 +148,14 @@ def _few_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_metadata_untouched():
+    """No test writes into the checkout's configs/metadata.json (a run that does would change every later one)."""
+    before = (CONFIGS / "metadata.json").read_bytes()
+    yield
+    assert (CONFIGS / "metadata.json").read_bytes() == before, "a test wrote into configs/metadata.json"
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Eight 32^3 cases in the BraTS 2018-2021 layout, one of them missing T1 and T2."""

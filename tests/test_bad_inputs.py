@@ -26,7 +26,7 @@ import torch
 from ignite.engine import Engine
 from parameterized import parameterized
 
-from bundle.conventions import DEFAULT_MODALITIES, check_modalities, combination_masks
+from bundle.conventions import DEFAULT_MODALITIES, check_modalities, combination_masks, label_regions
 from bundle.data import check_dataset, dataset_convention, load_datalist, make_dataset
 from bundle.errors import InputError, InputFileError, input_error_of
 from bundle.handlers import AtomicDiskSaver, CheckedCheckpointLoader, resume_from_latest
@@ -36,7 +36,7 @@ from bundle.metadata import read_metadata, read_teachers
 from bundle.metrics.combinations import case_combination_metrics
 from bundle.networks import LCKDNet
 from bundle.settings import check_settings, check_writable
-from bundle.transforms import StackModalitiesd
+from bundle.transforms import PredictionToLabelsd, StackModalitiesd
 from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS
 
 SIZE = 16
@@ -611,21 +611,22 @@ class TestBadInputs(unittest.TestCase):
         net = _tiny_net().eval()
         batch = {
             "image": torch.randn(1, 4, SIZE, SIZE, SIZE),
-            "label": torch.zeros(1, 3, SIZE, SIZE, SIZE),
+            "label": torch.zeros(1, 1, SIZE, SIZE, SIZE),
             "mask": torch.ones(1, 4, dtype=torch.bool),
         }
+        to_labels = PredictionToLabelsd("pred", transform=None)
         with torch.no_grad():
             metrics = case_combination_metrics(
-                net, batch, lambda x, n, **kw: n(x, **kw), combination_masks(), hd95_spacing=(1.0, 1.0, 1.0)
+                net, batch, lambda x, n, **kw: n(x, **kw), combination_masks(), to_labels, scoring="brats2023"
             )
-            predicted = torch.sigmoid(net(batch["image"])) > 0.5
+            predicted = label_regions(to_labels({"pred": net(batch["image"])[0]})["pred"])
         self.assertEqual(tuple(metrics["dice"].shape), (15, 3))
         # no tumour: Dice 1 where nothing is predicted, 0 (and the HD95 penalty) where something is
-        nothing = ~predicted[0].flatten(1).any(dim=1)
+        nothing = torch.as_tensor(~predicted.reshape(3, -1).any(axis=1))
         self.assertEqual(metrics["dice"][-1].tolist(), nothing.float().tolist())
         self.assertTrue(set(metrics["dice"].flatten().tolist()) <= {0.0, 1.0})
         hd95 = metrics["hd95"]
-        torch.testing.assert_close(hd95, torch.where(metrics["dice"] == 1.0, 0.0, 373.13))
+        torch.testing.assert_close(hd95, torch.where(metrics["dice"] == 1.0, 0.0, 374.0))
 
     def test_input_error_is_found_behind_monai_wrappers(self):
         try:

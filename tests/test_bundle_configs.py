@@ -158,8 +158,16 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 rows = list(csv.DictReader(file))
             cases = {row["case"] for row in rows}
             self.assertEqual(len(cases), 2)
-            self.assertEqual({row["split"] for row in rows}, {"validation"})  # no test split: the validation cases
-            self.assertTrue((out / "summary.md").read_text().startswith("Split: validation (2 cases)."))
+            self.assertEqual({row["split"] for row in rows}, {"test"})  # test_fraction 0.2: a held-out split
+            self.assertTrue(
+                (out / "summary.md")
+                .read_text()
+                .startswith(
+                    "Split: test (2 cases), scored under BraTS 2025 (the official brats-evaluation package, glioma "
+                    "rules)."
+                )
+            )
+            self.assertNotIn("Optimistic", (out / "summary.md").read_text())
             self.assertEqual(len(rows), 15 * len(cases))
             self.assertEqual([row["combination"] for row in rows[:15]][:5], ["flair", "t1", "t1ce", "t2", "flair+t1"])
             for row in rows:
@@ -174,3 +182,31 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
             self.assertEqual(summary[-1]["combination"], "average of combinations")
             self.assertIn("| flair+t1ce |", (out / "summary.md").read_text())
             self.assertEqual((out / "combinations.png").read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+            self.assertEqual(
+                [name for name in rows[0] if name.endswith("_ET")],
+                ["dice_ET", "hd95_ET", "nsd_ET", "lesion_dice_ET", "lesion_hd95_ET", "lesion_nsd_ET"],
+            )
+
+    def test_a_split_that_chose_the_model_is_reported_as_optimistic(self):
+        with TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "model.pt"
+            tiny_checkpoint(ckpt)
+            out = Path(tmp) / "eval"
+            with self.assertLogs("bundle.engines.evaluation", "WARNING") as logs:
+                run_workflow(
+                    ["train.json", "evaluate.json"],
+                    dataset_dir=str(self.dataset),
+                    ckpt_path=str(ckpt),
+                    output_dir=str(out),
+                    split="validation",
+                    scoring="brats2023",
+                    lesion_wise=False,
+                    **WITHOUT_NETWORK_KEYS,
+                )
+            self.assertIn("its scores are optimistic, not held-out", logs.output[0])
+            title = (out / "report" / "summary.md").read_text().splitlines()[0]
+            self.assertIn(
+                "scored under BraTS 2023 lesion-wise rules. Optimistic: this split elected the teachers", title
+            )
+            with open(out / "report" / "combinations.csv") as file:
+                self.assertEqual([n for n in next(csv.DictReader(file)) if n.endswith("_ET")], ["dice_ET", "hd95_ET"])

@@ -1,4 +1,4 @@
-"""Per-case metrics under every modality combination: the encode-once path equals the naive one; BraTS scoring."""
+"""Per-case metrics under every modality combination: the encode-once path equals the naive one; scored on label maps."""
 
 import unittest
 
@@ -11,14 +11,12 @@ from scipy import ndimage
 from torch import nn
 
 from bundle.conventions import combination_masks
-from bundle.metrics import (
-    BRATS_HD95_PENALTY,
-    LESION_HD95_PENALTY,
-    case_combination_metrics,
-    lesion_scores,
-    region_scores,
-)
+from bundle.metrics import case_combination_metrics, score_label_maps
+from bundle.metrics.scoring import BRATS2025_HD95_PENALTY
 from bundle.networks import LCKDNet
+from bundle.transforms import PredictionToLabelsd
+
+ON_THE_NETWORK_GRID = PredictionToLabelsd("pred", transform=None)
 
 
 class OneForwardPerCombination(nn.Module):
@@ -33,12 +31,14 @@ class OneForwardPerCombination(nn.Module):
 
 
 def _case(present) -> dict:
+    """One case: a random image and a label map (BraTS 2018-2021 values) with oedema, core and enhancing rim."""
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 4, 24, 24, 24, generator=generator)
     mask = torch.tensor([present])
-    label = torch.zeros(1, 3, 24, 24, 24)
-    label[:, :, 6:18, 6:18, 6:18] = 1
-    label[:, 2, 10:14, 10:14, 10:14] = 0
+    label = torch.zeros(1, 1, 24, 24, 24)
+    label[..., 6:18, 6:18, 6:18] = 2
+    label[..., 8:16, 8:16, 8:16] = 4
+    label[..., 10:14, 10:14, 10:14] = 1
     return {"image": image * mask[:, :, None, None, None], "label": label, "mask": mask}
 
 
@@ -54,16 +54,43 @@ class TestCaseCombinationMetrics(unittest.TestCase):
         net = LCKDNet(filters=[4, 8, 16], kernel_size=[3, 3, 3], strides=[1, 2, 2], fill=fill).eval()
         inferer = SlidingWindowInferer((16, 16, 16), sw_batch_size=2, overlap=0.5)
         batch, masks = _case(present), combination_masks()
-        once = case_combination_metrics(net, batch, inferer, masks, hd95_spacing=(1.0, 1.0, 1.0))
+        once = case_combination_metrics(net, batch, inferer, masks, ON_THE_NETWORK_GRID, scoring="brats2023")
         naive = case_combination_metrics(
-            OneForwardPerCombination(net), batch, inferer, masks, hd95_spacing=(1.0, 1.0, 1.0)
+            OneForwardPerCombination(net), batch, inferer, masks, ON_THE_NETWORK_GRID, scoring="brats2023"
         )
-        for key in ("dice", "hd95"):
+        for key in ("dice", "hd95", "lesion_dice", "lesion_hd95"):
             torch.testing.assert_close(once[key], naive[key], equal_nan=True)
         runnable = (masks & batch["mask"]).any(dim=1)
         self.assertTrue(torch.isnan(once["dice"][~runnable]).all())
         self.assertFalse(torch.isnan(once["dice"][runnable]).any())
         self.assertEqual(int(runnable.sum()), 15 if all(present) else 12)
+
+    def test_scores_are_those_of_the_label_map(self):
+        """What a combination scores is score_label_maps of the label map to_labels makes of its output."""
+        torch.manual_seed(0)
+        net = LCKDNet(filters=[4, 8, 16], kernel_size=[3, 3, 3], strides=[1, 2, 2]).eval()
+        inferer = SlidingWindowInferer((16, 16, 16))
+        batch = _case([True] * 4)
+        metrics = case_combination_metrics(
+            net, batch, inferer, combination_masks()[-1:], ON_THE_NETWORK_GRID, scoring="brats2025"
+        )
+        labels = ON_THE_NETWORK_GRID({"pred": inferer(batch["image"], net, mask=batch["mask"])[0]})["pred"]
+        expected = score_label_maps(labels, batch["label"][0], rules="brats2025")
+        for name, values in expected.items():
+            np.testing.assert_allclose(metrics[name][0].numpy(), values, rtol=1e-6, equal_nan=True)
+
+    def test_election_ignores_a_region_the_case_does_not_have(self):
+        torch.manual_seed(0)
+        net = LCKDNet(filters=[4, 8, 16], kernel_size=[3, 3, 3], strides=[1, 2, 2]).eval()
+        batch = _case([True] * 4)
+        batch["label"][batch["label"] == 4] = 1  # no enhancing tumour
+        inferer = SlidingWindowInferer((16, 16, 16))
+        single = torch.eye(4, dtype=torch.bool)
+        brats = case_combination_metrics(net, batch, inferer, single, ON_THE_NETWORK_GRID)["dice"]
+        ignored = case_combination_metrics(net, batch, inferer, single, ON_THE_NETWORK_GRID, ignore_empty=True)
+        self.assertFalse(torch.isnan(brats).any())
+        self.assertTrue(torch.isnan(ignored["dice"][:, 2]).all())
+        torch.testing.assert_close(ignored["dice"][:, :2], brats[:, :2])
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -77,78 +104,40 @@ def _pooled_hd95(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(np.percentile(np.concatenate([to_truth, to_pred]), 95))
 
 
-class TestRegionScores(unittest.TestCase):
-    """Scored as BraTS scores: empty regions and the pooled HD95."""
+class TestGlobalHD95(unittest.TestCase):
+    """brats2025's global HD95: pooled both ways, in mm, 373 mm for a region only one side has."""
 
     def setUp(self):
-        self.truth = torch.zeros(1, 3, 32, 32, 32, dtype=torch.bool)
-        self.truth[0, :2, 8:20, 8:20, 8:20] = True  # TC and WT present, ET (channel 2) absent
-
-    def test_empty_truth_and_empty_prediction_is_perfect(self):
-        dice, hd95 = region_scores(self.truth, self.truth, (1.0, 1.0, 1.0))
-        self.assertEqual(dice.tolist(), [1.0, 1.0, 1.0])
-        self.assertEqual(hd95.tolist(), [0.0, 0.0, 0.0])
-
-    def test_false_positive_on_an_empty_region_costs_dice_and_the_penalty(self):
-        pred = self.truth.clone()
-        pred[0, 2, 10:12, 10:12, 10:12] = True  # 8 voxels of ET where the case has none
-        dice, hd95 = region_scores(pred, self.truth, (1.0, 1.0, 1.0))
-        self.assertEqual(float(dice[2]), 0.0)
-        self.assertAlmostEqual(float(hd95[2]), BRATS_HD95_PENALTY, places=2)
-
-    def test_missed_region_costs_dice_and_the_penalty(self):
-        pred = self.truth.clone()
-        pred[0, 0] = False
-        dice, hd95 = region_scores(pred, self.truth, (1.0, 1.0, 1.0))
-        self.assertEqual(float(dice[0]), 0.0)
-        self.assertAlmostEqual(float(hd95[0]), 373.13, places=2)
+        self.truth = np.zeros((32, 32, 32), np.uint8)
+        self.truth[8:20, 8:20, 8:20] = 1  # necrosis only: TC and WT present, ET absent
 
     def test_hd95_pools_both_directions(self):
         """A far false-positive blob: MONAI's max of one-way percentiles is larger than the BraTS pooled one."""
-        pred = self.truth.clone()
-        pred[0, 0, 26:30, 26:30, 26:30] = True
-        _, hd95 = region_scores(pred, self.truth, (1.0, 1.0, 1.0))
-        by_hand = _pooled_hd95(self.truth[0, 0].numpy(), pred[0, 0].numpy())
-        self.assertAlmostEqual(float(hd95[0]), by_hand, places=4)
-        monai = float(compute_hausdorff_distance(pred[:, :1].float(), self.truth[:, :1].float(), percentile=95)[0, 0])
+        pred = self.truth.copy()
+        pred[26:30, 26:30, 26:30] = 1
+        hd95 = score_label_maps(pred, self.truth, lesion_wise=False)["hd95"][0]
+        by_hand = _pooled_hd95(self.truth > 0, pred > 0)
+        self.assertAlmostEqual(float(hd95), by_hand, places=4)
+        monai = float(
+            compute_hausdorff_distance(
+                torch.as_tensor(pred > 0)[None, None].float(), torch.as_tensor(self.truth > 0)[None, None].float(), 95
+            )[0, 0]
+        )
         self.assertGreater(monai, by_hand + 1.0)
 
     def test_anisotropic_spacing_is_in_mm(self):
-        pred = torch.roll(self.truth, shifts=2, dims=2)  # shifted 2 voxels along the first axis
-        _, hd95_iso = region_scores(pred, self.truth, (1.0, 1.0, 1.0))
-        _, hd95_2mm = region_scores(pred, self.truth, (2.0, 1.0, 1.0))
-        self.assertAlmostEqual(float(hd95_2mm[0]), 2 * float(hd95_iso[0]), places=4)
+        pred = np.roll(self.truth, 2, axis=0)
+        iso = score_label_maps(pred, self.truth, (1.0, 1.0, 1.0), lesion_wise=False)["hd95"][0]
+        anisotropic = score_label_maps(pred, self.truth, (2.0, 1.0, 1.0), lesion_wise=False)["hd95"][0]
+        self.assertAlmostEqual(float(anisotropic), 2 * float(iso), places=4)
 
-    def test_election_ignores_a_region_the_case_does_not_have(self):
-        torch.manual_seed(0)
-        net = LCKDNet(filters=[4, 8, 16], kernel_size=[3, 3, 3], strides=[1, 2, 2]).eval()
-        batch = {"image": torch.randn(1, 4, 32, 32, 32), "label": self.truth.float(), "mask": torch.ones(1, 4).bool()}
-        inferer = SlidingWindowInferer((16, 16, 16))
-        brats = case_combination_metrics(net, batch, inferer, torch.eye(4, dtype=torch.bool))["dice"]
-        ignored = case_combination_metrics(net, batch, inferer, torch.eye(4, dtype=torch.bool), ignore_empty=True)
-        self.assertFalse(torch.isnan(brats).any())
-        self.assertTrue(torch.isnan(ignored["dice"][:, 2]).all())
-        torch.testing.assert_close(ignored["dice"][:, :2], brats[:, :2])
+    def test_a_false_positive_region_costs_the_penalty_and_an_empty_one_is_left_out(self):
+        pred = self.truth.copy()
+        pred[10:12, 10:12, 10:12] = 4  # ET where the case has none
+        scores = score_label_maps(pred, self.truth, lesion_wise=False)
+        self.assertEqual((float(scores["dice"][2]), float(scores["hd95"][2])), (0.0, BRATS2025_HD95_PENALTY))
+        self.assertTrue(np.isnan(score_label_maps(self.truth, self.truth, lesion_wise=False)["dice"][2]))
 
 
-class TestLesionScores(unittest.TestCase):
-    def test_matched_missed_and_false_positive_lesions(self):
-        truth = torch.zeros(1, 1, 40, 40, 40, dtype=torch.bool)
-        truth[0, 0, 4:14, 4:14, 4:14] = True  # lesion A: found
-        truth[0, 0, 25:30, 25:30, 25:30] = True  # lesion B: missed
-        pred = torch.zeros_like(truth)
-        pred[0, 0, 5:14, 4:14, 4:14] = True  # A, one slice short: Dice 2*900/(1000+900)
-        pred[0, 0, 30:34, 2:6, 2:6] = True  # a false-positive lesion
-        dice, hd95 = lesion_scores(pred, truth, (1.0, 1.0, 1.0))
-        matched_dice = 2 * 900 / 1900
-        matched_hd95 = float(region_scores(pred[..., :20, :20, :20], truth[..., :20, :20, :20], (1.0, 1.0, 1.0))[1][0])
-        self.assertAlmostEqual(float(dice[0]), matched_dice / 3, places=5)  # 1 TP, 1 FN, 1 FP
-        self.assertAlmostEqual(float(hd95[0]), (matched_hd95 + 2 * LESION_HD95_PENALTY) / 3, places=4)
-
-    def test_no_lesion_anywhere_is_perfect_and_a_false_positive_is_not(self):
-        empty = torch.zeros(1, 2, 16, 16, 16, dtype=torch.bool)
-        pred = empty.clone()
-        pred[0, 1, 2:5, 2:5, 2:5] = True
-        dice, hd95 = lesion_scores(pred, empty, (1.0, 1.0, 1.0))
-        self.assertEqual(dice.tolist(), [1.0, 0.0])
-        self.assertEqual(hd95.tolist(), [0.0, LESION_HD95_PENALTY])
+if __name__ == "__main__":
+    unittest.main()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
+from monai.transforms import Compose
 from parameterized import parameterized
 
 from bundle.conventions import case_name, file_stem
@@ -131,7 +132,7 @@ def msd_copy(src: Path, dst: Path) -> None:
 
 
 class TestLayoutsGiveSameRegions(unittest.TestCase):
-    """The three real layouts load through train.json's preprocessing into the same TC/WT/ET regions."""
+    """The three real layouts load through train.json's training preprocessing into the same TC/WT/ET regions."""
 
     @classmethod
     def setUpClass(cls):
@@ -156,7 +157,10 @@ class TestLayoutsGiveSameRegions(unittest.TestCase):
         parser = ConfigParser()
         parser.read_config(BUNDLE_ROOT / "configs" / "train.json")
         parser.update({"dataset_dir": str(dataset_dir), "patch_size": [16, 16, 16], "bundle_root": str(BUNDLE_ROOT)})
-        transform = parser.get_parsed_content("validate::preprocessing")
+        transform = Compose(
+            parser.get_parsed_content("train::preprocessing_transforms")
+            + parser.get_parsed_content("train::intensity_transforms")
+        )
         return [transform(case) for case in discover_cases(dataset_dir)]
 
     def test_same_regions_in_every_layout(self):

@@ -8,6 +8,7 @@ import torch
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
 
+from bundle.conventions import label_regions
 from bundle.errors import InputError
 from bundle.handlers import ElectionHandler
 from bundle.losses import LCKDLoss
@@ -230,22 +231,31 @@ class TestMetadataWrite(unittest.TestCase):
 
 
 class OracleNet(torch.nn.Module):
-    """Predicts the label perfectly from modality 2 only (ET/TC) and modality 0 only (WT)."""
+    """Predicts the label map's regions perfectly from modality 2 only (ET/TC) and modality 0 only (WT)."""
 
     def __init__(self, label):
         super().__init__()
-        self.label = label
+        self.regions = torch.as_tensor(label_regions(label), dtype=torch.float32)[None]
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x, mask):
         good = torch.stack([mask[:, 2], mask[:, 0], mask[:, 2]], dim=1)[:, :, None, None, None]
-        return torch.where(good, self.label * 20 - 10, torch.full_like(self.label, -10.0))
+        return torch.where(good, self.regions * 20 - 10, torch.full_like(self.regions, -10.0))
+
+
+def nested_label() -> torch.Tensor:
+    """A label map (1, 1, 8, 8, 8): oedema around an enhancing rim around necrosis (BraTS 2018-2021 values)."""
+    label = torch.zeros(1, 1, 8, 8, 8)
+    label[..., 1:7, 1:7, 1:7] = 2
+    label[..., 2:6, 2:6, 2:6] = 4
+    label[..., 3:5, 3:5, 3:5] = 1
+    return label
 
 
 class TestElectionHandler(unittest.TestCase):
     def setUp(self):
         torch.manual_seed(0)
-        self.label = (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
+        self.label = nested_label()
         self.loader = [
             {"image": torch.randn(1, 4, 8, 8, 8), "label": self.label, "mask": torch.ones(1, 4, dtype=torch.bool)}
             for _ in range(3)
@@ -289,8 +299,7 @@ class TestElectionHandler(unittest.TestCase):
             )
             handler.elect(epoch=1)
             for batch in self.loader:
-                batch["label"] = batch["label"].clone()
-                batch["label"][:, 2] = 0  # no validation case has ET any more
+                batch["label"] = torch.where(batch["label"] == 4, 1.0, batch["label"])  # no validation case has ET
             with self.assertLogs("bundle.handlers.election", level="WARNING") as logs:
                 result = handler.elect(epoch=2)
             self.assertEqual(result["undecided"], ["ET"])
@@ -336,7 +345,7 @@ class TestElectionHandler(unittest.TestCase):
 
     def test_real_network_runs(self):
         net = LCKDNet(filters=(4, 8, 16, 32))
-        label = (torch.rand(1, 3, 16, 16, 16) > 0.5).float()
+        label = torch.randint(0, 3, (1, 1, 16, 16, 16)).float() * 2  # background, oedema, enhancing
         loader = [
             {"image": torch.randn(1, 4, 16, 16, 16), "label": label, "mask": torch.ones(1, 4, dtype=torch.bool)}
         ] * 2

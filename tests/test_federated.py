@@ -149,7 +149,8 @@ class TestSimulator(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _make_sites(tmp / "sites")
-            tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "val_interval": 2, "log_every": 5, "warmup_epochs": 1}
+            tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "test_fraction": 0.0, "val_interval": 2, "log_every": 5,
+                    "warmup_epochs": 1, "min_site_cases": 1}  # fmt: skip
             (tmp / "tiny.json").write_text(json.dumps(tiny))
             metadata = fresh_metadata(tmp)
             configs = ["configs/train.json", "configs/federated.json", "configs/demo.json", str(tmp / "tiny.json")]
@@ -169,11 +170,14 @@ class TestSimulator(unittest.TestCase):
             election = json.loads(metadata.read_text())["lckd"]
             self.assertEqual(election["federated"]["sites"], ["site-1", "site-2"])
             self.assertEqual(election["elected_at"]["round"], 1)
-            # each site validates on 2 of its 5 cases; site-1 has no t1ce, so only site-2's cases stand behind it
+            # each site validates on 2 of its 5 cases; site-1 has no t1ce, so the sequences are compared on site-2's
             self.assertEqual(election["cases"], 4)
             for region in ("ET", "TC", "WT"):
-                self.assertEqual(election["federated"]["cases"][region]["t1ce"]["site-1"], 0)
-                self.assertEqual(election["federated"]["cases"][region]["flair"]["site-1"], 2)
+                for modality in ("flair", "t1ce"):
+                    self.assertEqual(
+                        election["federated"]["cases"][region][modality],
+                        {"site-1": 0, "site-2": 2, "total": 2, "paired": True},
+                    )
             self.assertEqual(set(election["teachers"]), {"ET", "TC", "WT"})
 
             record = read_record(tmp / "global" / "model.pt")

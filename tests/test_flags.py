@@ -64,7 +64,7 @@ USE_SITES = [
     ("inference.json", "shared_encoder", "network_def", lambda net: net.shared_encoder),
     ("inference.json", "amp", "evaluator::amp", bool),
     ("inference.json", "channels_last", "inference_network", lambda net: _channels_last(net)),
-    ("evaluate.json", "hd95", "evaluate::evaluator::hd95_spacing", lambda spacing: spacing is not None),
+    ("evaluate.json", "hd95", "evaluate::evaluator::hd95", bool),
     ("evaluate.json", "lesion_wise", "evaluate::evaluator::lesion_wise", bool),
     ("evaluate.json", "compile", "inference_network", lambda net: not isinstance(net, LCKDNet)),
     ("evaluate.json", "mlflow", "evaluate::handlers[MLFlowHandler]", lambda disabled: not disabled),

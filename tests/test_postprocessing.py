@@ -9,8 +9,8 @@ from parameterized import parameterized
 
 from bundle.conventions import NETWORK_REGIONS
 from bundle.errors import InputError
-from bundle.metrics.combinations import region_scores
-from bundle.transforms import RegionPostprocessingd, SmallEnhancingToNecrosis, region_postprocessing
+from bundle.metrics import score_label_maps
+from bundle.transforms import RegionPostprocessingd, RegionsToLabelsd, SmallEnhancingToNecrosis, region_postprocessing
 
 TC, WT, ET = (NETWORK_REGIONS.index(r) for r in ("TC", "WT", "ET"))
 
@@ -45,9 +45,13 @@ class TestSmallEnhancingToNecrosis(unittest.TestCase):
         truth = _regions()
         truth[ET] = False
         pred = _regions()
-        before = region_scores(pred[None], truth[None], None)[0][ET]
-        after = region_scores(SmallEnhancingToNecrosis(500)(pred)[None], truth[None], None)[0][ET]
-        self.assertEqual((float(before), float(after)), (0.0, 1.0))
+
+        def et_dice(regions):
+            labels = RegionsToLabelsd("x")({"x": regions})["x"]
+            truth_labels = RegionsToLabelsd("x")({"x": truth})["x"]
+            return float(score_label_maps(labels, truth_labels, rules="brats2023", lesion_wise=False)["dice"][ET])
+
+        self.assertEqual((et_dice(pred), et_dice(SmallEnhancingToNecrosis(500)(pred))), (0.0, 1.0))
 
     @parameterized.expand([(-1,), (2.5,), ("500",), (True,)])
     def test_bad_threshold_is_refused(self, value):

@@ -91,7 +91,8 @@ class TestKillAndResume(TinyDatasetTestCase):
         output = self._run(kill_after=f"Epoch: 3/{MAX_EPOCHS}, Iter: 1/")
         self.assertIn("Saved checkpoint at epoch: 2", output)
         checkpoint = self._assert_valid_files(epoch=2)
-        self.assertEqual(checkpoint["lckd"], {})
+        self.assertNotIn("teachers", checkpoint["lckd"])  # no election yet; the model of epoch 2 was kept
+        self.assertEqual(checkpoint["lckd"]["model_election"]["model"]["epoch"], 2)
 
         # 2. the same command resumes at epoch 3 (no epoch 1 or 2 again); killed inside the election of epoch 4
         output = self._run(kill_after=f"teacher election at epoch {ELECT_EPOCH}: validating")
@@ -102,7 +103,7 @@ class TestKillAndResume(TinyDatasetTestCase):
         self.assertIn(f"Epoch: 3/{MAX_EPOCHS}", output)
         self.assertNotIn(f"teacher election at epoch {ELECT_EPOCH} on", output)  # the kill landed inside it
         self._assert_valid_files(epoch=3)
-        self.assertNotIn("lckd", read_json(self.work / "metadata.json"))
+        self.assertIsNone(read_json(self.work / "metadata.json")["lckd"]["teachers"])  # epoch 2's model: none yet
 
         # 3. resumes at epoch 4, elects, finishes; optimizer and scheduler state carried over
         before = load_checkpoint(latest_checkpoint(self.work / "models"))
@@ -113,11 +114,15 @@ class TestKillAndResume(TinyDatasetTestCase):
         final = self._assert_valid_files(epoch=MAX_EPOCHS)
         self.assertEqual(final["lr_scheduler"]["last_epoch"], MAX_EPOCHS)
         self.assertGreater(final["optimizer"]["state"][0]["step"], before["optimizer"]["state"][0]["step"])
-        teachers = read_json(self.work / "metadata.json")["lckd"]["teachers"]
-        self.assertEqual(final["lckd"]["teachers"], teachers)
-        self.assertEqual(final["lckd"]["elected_at"]["epoch"], ELECT_EPOCH)
+        block = read_json(self.work / "metadata.json")["lckd"]
+        # one teacher set: metadata.json names the teachers of the weights in model.pt; the election beside them
+        self.assertEqual(read_record(self.work / "models" / "model.pt")["teachers"], block["teachers"])
+        self.assertEqual(block["model"]["epoch"], final["lckd"]["model_election"]["model"]["epoch"])
+        election = block.get("last_election", block)
+        self.assertEqual(final["lckd"]["teachers"], election["teachers"])
+        self.assertEqual(election["elected_at"]["epoch"], ELECT_EPOCH)
+        self.assertEqual("last_election" in block, block["teachers"] != final["lckd"]["teachers"])
         self.assertTrue(final["best_checkpoint"]["_saved"])  # the best metric survives a restart
-        self.assertEqual(read_record(self.work / "models" / "model.pt")["teachers"], teachers)
 
         # 4. a finished run re-run does not train again
         output = self._run(kill_after=None)

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from bundle.conventions import label_regions
 from bundle.errors import InputError
-from bundle.metrics.scoring import label_regions, metric_names, score_label_maps
+from bundle.metrics.scoring import metric_names, score_label_maps
 from tests.scoring_cases import hand_made_cases
 
 INF, NAN = math.inf, math.nan

@@ -43,7 +43,11 @@ class TestCheckSettings(unittest.TestCase):
                 config = {**train, **config}
             checked = config["checked_settings"]
             self.assertEqual(set(checked) - set(rules()), set(), name)
-            literal = {key: config[key] for key in checked if not str(config[key]).startswith(("$", "@"))}
+            literal = {  # None: taken from the model's record (pixdim, patch_size of inference, evaluate, elect)
+                key: config[key]
+                for key in checked
+                if config[key] is not None and not str(config[key]).startswith(("$", "@"))
+            }
             literal["patch_size"] = [64, 64, 64]  # the default 128^3 needs a GPU's memory for training
             check_settings(literal)
 

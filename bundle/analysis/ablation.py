@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as run_bundle_workflow
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose
 
 from bundle import BUNDLE_ROOT
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
@@ -72,9 +74,14 @@ def _bottleneck(
     parser.update({**dict(overrides), "ckpt_path": str(ckpt)})  # the network is built from this model's record
     network = parser.get_parsed_content("network")
     load_network(network, ckpt)
-    return bottleneck_samples(
-        network, parser.get_parsed_content("evaluate::dataloader"), parser.get_parsed_content("device")
+    # features against the regions on the network's grid: image and label prepared alike, as for training
+    transform = Compose(
+        parser.get_parsed_content("train::preprocessing_transforms")
+        + parser.get_parsed_content("train::intensity_transforms")
     )
+    cases = parser.get_parsed_content("evaluate::dataset").data
+    loader = DataLoader(Dataset(cases, transform), batch_size=1, num_workers=0)
+    return bottleneck_samples(network, loader, parser.get_parsed_content("device"))
 
 
 def _alignment_rows(

@@ -5,6 +5,7 @@ from bundle.data.discovery import (
     detect_layout,
     discover_cases,
     load_datalist,
+    optimism,
     split_cases,
 )
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
@@ -20,6 +21,7 @@ __all__ = [
     "detect_layout",
     "discover_cases",
     "load_datalist",
+    "optimism",
     "split_cases",
     "check_dataset",
     "DEFAULT_TEACHERS",

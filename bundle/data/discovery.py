@@ -22,6 +22,7 @@ __all__ = [
     "split_cases",
     "split_from_file",
     "load_datalist",
+    "optimism",
 ]
 
 logger = logging.getLogger(__name__)
@@ -412,3 +413,25 @@ def load_datalist(
     except OSError as error:
         logger.warning(f"could not write the split to {datalist_path} ({error}); it is kept in memory for this run.")
     return datalist
+
+
+def optimism(datalist: Mapping[str, Sequence[Mapping[str, Any]]], split: str) -> str | None:
+    """Why scores on ``split`` of ``datalist`` are not held-out scores, or ``None`` when they are.
+
+    The validation split elected the teachers and selected ``models/model.pt``; the training split trained it; a
+    test split that shares cases with either (a split file with ``allow_split_overlap``) is partly both.
+
+    Example:
+        >>> optimism({"training": [{"case": "a"}], "validation": [{"case": "b"}], "test": [{"case": "c"}]}, "test")
+        >>> optimism({"validation": [{"case": "b"}]}, "validation")
+        'elected the teachers and selected the model'
+    """
+    if split == "training":
+        return "trained the model"
+    if split == "validation":
+        return "elected the teachers and selected the model"
+    others = {str(item.get("case")) for name in ("training", "validation") for item in datalist.get(name, [])}
+    shared = [str(item.get("case")) for item in datalist.get(split, []) if str(item.get("case")) in others]
+    if shared:
+        return f"shares {len(shared)} of its {len(datalist[split])} cases with the training or validation split"
+    return None

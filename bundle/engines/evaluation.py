@@ -24,6 +24,7 @@ from bundle.conventions import (
     modality_combinations,
 )
 from bundle.metrics.combinations import case_combination_metrics
+from bundle.metrics.scoring import check_rules
 from bundle.reports.tables import AVERAGE, format_summary_markdown, summarize_combinations, write_combination_reports
 
 __all__ = ["CombinationEvaluator"]
@@ -34,27 +35,35 @@ logger = logging.getLogger(__name__)
 class CombinationEvaluator(Engine):
     """Ignite engine that evaluates every case under each of the ``2**N - 1`` modality combinations.
 
-    One iteration is one case: Dice (and HD95) per region for every combination, in the fixed order of
+    One iteration is one case: each combination's prediction becomes the label map inference would write
+    (``to_labels``, on the grid the case was read on), which is scored against the case's label file under a named
+    BraTS rule set (:func:`bundle.metrics.scoring.score_label_maps`), in the fixed order of
     :func:`bundle.conventions.modality_combinations`. On completion it publishes ``output_dir/report/``:
     ``combinations.csv`` (one row per case x combination), ``summary.csv`` and ``summary.md`` (mean and
-    std per combination and region, and the average over the combinations, as the LCKD paper reports)
-    and ``combinations.png`` (a Dice heatmap), the four replaced together (:func:`write_combination_reports`). Handlers (e.g. MONAI's
+    std per combination and region, and the average over the combinations, as the LCKD paper reports, per case
+    group too when the dataset has groups such as HGG/LGG) and ``combinations.png`` (a Dice heatmap), the four
+    replaced together (:func:`write_combination_reports`), each naming the split, the rule set and, for a split
+    that elected the teachers or selected the model, that its numbers are optimistic. Handlers (e.g. MONAI's
     ``StatsHandler``) attach to it like to any Ignite engine.
 
     Args:
         network: the trained network.
-        data_loader: ``batch_size=1`` loader of ``image``, ``label``, ``mask`` (and ``case``) dicts.
-        inferer: e.g. ``SlidingWindowInferer``.
+        data_loader: ``batch_size=1`` loader of ``image`` (preprocessed), ``label`` (as read), ``mask`` (and
+            ``case``, ``group``) dicts.
+        inferer: e.g. :class:`bundle.networks.CaseMaskInferer`.
         modalities: modality names in channel order.
         output_dir: folder for the reports (created).
+        to_labels: the path from output to label map (:class:`bundle.transforms.PredictionToLabelsd`).
+        convention: label values of the dataset (and of the label maps ``to_labels`` makes).
+        scoring: rule set, a key of :data:`bundle.metrics.scoring.SCORING_RULES`.
         device: where to run.
-        hd95_spacing: voxel spacing in mm for HD95; ``None`` skips HD95.
+        hd95: also the distance metrics.
         val_handlers: Ignite/MONAI handlers to attach (named as in MONAI's evaluators).
         amp: run the network in mixed precision (``torch.autocast``; for GPUs).
-        lesion_wise: also the BraTS 2023+ lesion-wise Dice and HD95 (needs ``hd95_spacing``).
+        lesion_wise: also the rule set's lesion-wise metrics.
         split: name of the data split evaluated, written above every table (e.g. ``"test"``).
-        postprocess: applied to each binary region prediction before scoring (e.g.
-            :func:`bundle.transforms.region_postprocessing`); ``None`` scores the thresholded output.
+        optimistic: why the split's numbers are optimistic (it elected the teachers, selected the model, or was
+            trained on), ``None`` for a held-out split; logged as a warning and written into every report's title.
     """
 
     def __init__(
@@ -64,13 +73,16 @@ class CombinationEvaluator(Engine):
         inferer: Callable,
         modalities: Sequence[str],
         output_dir: str | os.PathLike,
+        to_labels: Callable[[dict], Any],
+        convention: str = "brats2021",
+        scoring: str = "brats2025",
         device: torch.device | str = "cpu",
-        hd95_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
+        hd95: bool = True,
         val_handlers: Sequence[Any] | None = None,
         amp: bool = False,
         lesion_wise: bool = True,
         split: str = "unnamed split",
-        postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        optimistic: str | None = None,
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -80,12 +92,15 @@ class CombinationEvaluator(Engine):
         self.combinations = modality_combinations(self.modalities)
         self.masks = combination_masks(self.modalities)
         self.output_dir = Path(output_dir)
+        self.to_labels = to_labels
+        self.convention = convention
+        self.scoring = check_rules(scoring)
         self.device = device
-        self.hd95_spacing = hd95_spacing
+        self.hd95 = bool(hd95)
         self.amp = bool(amp)
-        self.lesion_wise = bool(lesion_wise) and hd95_spacing is not None
+        self.lesion_wise = bool(lesion_wise)
         self.split = split
-        self.postprocess = postprocess
+        self.optimistic = optimistic
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
@@ -104,6 +119,11 @@ class CombinationEvaluator(Engine):
         self.network.eval()
         self.rows = []
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.optimistic:
+            logger.warning(
+                f"the {self.split} split {self.optimistic}: its scores are optimistic, not held-out. Keep test cases "
+                "apart (test_fraction, or a split file's test list) for numbers to report."
+            )
 
     def _iteration(self, engine: Engine, batch: dict) -> dict[str, torch.Tensor]:
         metrics = case_combination_metrics(
@@ -111,13 +131,17 @@ class CombinationEvaluator(Engine):
             batch,
             self.inferer,
             self.masks,
+            self.to_labels,
             self.device,
-            hd95_spacing=self.hd95_spacing,
-            amp=self.amp,
+            self.convention,
+            self.scoring,
             lesion_wise=self.lesion_wise,
-            postprocess=self.postprocess,
+            hd95=self.hd95,
+            amp=self.amp,
         )
         case = case_name(batch, default=f"case_{engine.state.iteration:04d}")
+        group = batch.get("group")
+        group = group[0] if isinstance(group, (list, tuple)) else group
         for index, combination in enumerate(self.combinations):
             row: dict[str, Any] = {
                 "case": case,
@@ -125,6 +149,8 @@ class CombinationEvaluator(Engine):
                 "n_modalities": len(combination),
                 "split": self.split,
             }
+            if group:
+                row["group"] = str(group)
             for name, values in metrics.items():
                 for region in REPORT_REGIONS:
                     row[f"{name}_{region}"] = float(values[index, NETWORK_REGIONS.index(region)])
@@ -137,9 +163,13 @@ class CombinationEvaluator(Engine):
 
     def _finish(self, engine: Engine) -> None:
         self.summary = summarize_combinations(self.rows, self.modalities)
-        self.report_paths = write_combination_reports(self.rows, self.summary, self.output_dir, self.split)
+        self.report_paths = write_combination_reports(
+            self.rows, self.summary, self.output_dir, self.split, self.scoring, self.optimistic
+        )
         for entry in self.summary:
-            name = "average" if entry["combination"] == AVERAGE else entry["combination"].replace("+", "_")
+            label = entry["combination"]
+            name = ("average" + label[len(AVERAGE) :].replace(", ", "_")) if label.startswith(AVERAGE) else label
+            name = name.replace("+", "_")
             for region in REPORT_REGIONS:
                 value = entry[f"dice_{region}_mean"]
                 if not math.isnan(value):
@@ -148,6 +178,7 @@ class CombinationEvaluator(Engine):
             if isinstance(handler, MLFlowHandler):
                 handler.artifacts = (*handler.artifacts, *(str(p) for p in self.report_paths.values()))
         logger.info(
-            f"per modality combination, mean ± std over cases:\n{format_summary_markdown(self.summary, self.split)}"
+            "per modality combination, mean ± std over cases:\n"
+            + format_summary_markdown(self.summary, self.split, self.scoring, self.optimistic)
         )
         logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))

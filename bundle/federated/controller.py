@@ -144,5 +144,5 @@ class LCKDFedAvg(FedAvg):
         path = self.ckpt_dir / "model.pt"
         atomic_write(path, lambda file: torch.save(network.state_dict(), file))
         if self.election:
-            update_metadata(self.metadata_file, self.election)
+            update_metadata(self.metadata_file, {**self.election, "preprocessing": network.record["preprocessing"]})
         self.info(f"global model of round {self.current_round} saved to {path}")

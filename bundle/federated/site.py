@@ -85,7 +85,9 @@ class LCKDSite:
             config_evaluate_filename=None,
         )
         self.algo.initialize({ExtraItems.CLIENT_NAME: site_name})
-        self.elector = self.algo.train_workflow.parser.get_parsed_content("train::elector")
+        parser = self.algo.train_workflow.parser
+        self.elector = parser.get_parsed_content("train::elector")
+        self.min_cases = int(parser.get_parsed_content("min_site_cases"))
 
     def train_round(self, weights: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[dict, dict[str, Any]]:
         """One round: take the server's teachers, summarise an election if asked, train, return the weights.
@@ -105,7 +107,7 @@ class LCKDSite:
         reply: dict[str, Any] = {}
         if meta.get(ELECT_META_KEY):
             copy_model_state(src=weights, dst=self.elector.network)
-            reply[SUMMARY_META_KEY] = site_election_summary(self.elector.single_modality_dice())
+            reply[SUMMARY_META_KEY] = site_election_summary(self.elector.single_modality_dice(), self.min_cases)
         self.algo.train(ExchangeObject(weights=weights))
         trained = self.algo.get_weights()
         reply["NUM_STEPS_CURRENT_ROUND"] = int(trained.statistics[FlStatistics.NUM_EXECUTED_ITERATIONS])

@@ -48,11 +48,18 @@ class AtomicDiskSaver(DiskSaver):
     Args:
         dirname: folder of the checkpoints (created if needed).
         filename: fixed file name (e.g. ``model.pt``); ``None`` uses Ignite's generated names.
+        on_save: called with Ignite's save metadata (``score_name``, ``priority``) after each successful write.
     """
 
-    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+    def __init__(
+        self,
+        dirname: str | os.PathLike,
+        filename: str | None = None,
+        on_save: Callable[[Mapping | None], None] | None = None,
+    ) -> None:
         super().__init__(dirname=dirname, require_empty=False, atomic=True)
         self.filename = filename
+        self.on_save = on_save
         self.replaced: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
@@ -69,6 +76,8 @@ class AtomicDiskSaver(DiskSaver):
             if old != written and (Path(self.dirname) / old).exists():
                 super().remove(old)
         self.replaced = []
+        if self.on_save is not None:
+            self.on_save(metadata)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
         try:
@@ -85,13 +94,29 @@ class AtomicDiskSaver(DiskSaver):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI ``CheckpointSaver`` (same arguments) whose files are written atomically, replaced files deleted after."""
+    """MONAI ``CheckpointSaver`` (same arguments) whose files are written atomically, replaced files deleted after.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args:
+        args, kwargs: those of MONAI's ``CheckpointSaver``.
+        on_key_metric_save: called after the best-metric checkpoint (``models/model.pt``) is written, with Ignite's
+            save metadata; e.g. :meth:`bundle.handlers.ElectionHandler.model_saved`, which names that model's
+            teachers in metadata.json.
+    """
+
+    def __init__(
+        self, *args: Any, on_key_metric_save: Callable[[Mapping | None], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        metric = kwargs.get("key_metric_name")
+
+        def saved(metadata: Mapping | None) -> None:  # Ignite names every key metric "key_metric"
+            if on_key_metric_save is not None:
+                on_key_metric_save({**(metadata or {}), "score_name": metric or "key_metric"})
+
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
-                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename)
+                callback = saved if checkpoint is self._key_metric_checkpoint else None
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename, callback)
 
     def state_dict(self) -> dict[str, Any]:
         """The best-metric bookkeeping (the key-metric checkpointer's state), to save in the periodic checkpoints."""

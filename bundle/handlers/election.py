@@ -27,8 +27,12 @@ from bundle.metrics.election import (
 )
 from bundle.networks.record import record_election
 from bundle.reports.logs import format_election, format_teachers
+from bundle.transforms.labels import PredictionToLabelsd
 
 __all__ = ["ElectionHandler"]
+
+MODEL_ELECTION = "model_election"
+"""Key, in a training checkpoint's ``lckd`` entry, of the election of the weights last written to model.pt."""
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +44,11 @@ class ElectionHandler:
     ``reelect_every`` epochs, the network is validated once per single-modality mask; per region the
     modality with the best mean Dice over the cases that have every sequence becomes the teacher (ties go to the
     earlier modality; :func:`bundle.metrics.elect_teachers`). The
-    teacher set is given to the loss, written atomically into ``metadata_file`` under ``"lckd"`` and
-    kept in :meth:`state_dict`, so checkpoints carry it and a resumed run needs no new election.
+    teacher set is given to the loss and the network's record, kept in :meth:`state_dict`, so checkpoints carry it
+    and a resumed run needs no new election, and written atomically into ``metadata_file`` under ``"lckd"``. That
+    block names the teachers of the weights in ``models/model.pt`` (:meth:`model_saved`, which the best-model saver
+    calls), so metadata.json, the model's record and the logs agree; a later election that no saved model carries
+    yet is kept beside them as ``last_election``.
     A bootstrap over validation cases gives each teacher's win rate; under 70 % is logged as a warning.
     Attach it before the ``ValidationHandler`` and the logging handlers, so that the best-model
     checkpoint of an election epoch carries the new teachers and the election's Dice table reaches
@@ -61,6 +68,9 @@ class ElectionHandler:
         device: where to run the validation passes.
         resamples: bootstrap resamples for the win rate; 0 skips it.
         seed: of the bootstrap.
+        to_labels: the path from output to label map (:class:`bundle.transforms.PredictionToLabelsd`), so that the
+            election scores what inference would write; default: on the network's grid, no post-processing.
+        convention: label values of the dataset.
     """
 
     def __init__(
@@ -76,6 +86,8 @@ class ElectionHandler:
         device: torch.device | str = "cpu",
         resamples: int = 1000,
         seed: int = 0,
+        to_labels: Callable[[dict], Mapping] | None = None,
+        convention: str = "brats2021",
     ) -> None:
         if elect_epoch < 1:
             raise InputError(
@@ -94,7 +106,11 @@ class ElectionHandler:
         self.device = device
         self.resamples = int(resamples)
         self.seed = seed
+        self.to_labels = to_labels or PredictionToLabelsd("pred", transform=None, convention=convention)
+        self.convention = convention
         self.result: dict[str, Any] = {}
+        self.model_election: dict[str, Any] = {}
+        self._epoch: int | None = None
 
     @property
     def teachers(self) -> dict[str, str] | None:
@@ -104,6 +120,7 @@ class ElectionHandler:
         """Elect at the scheduled epochs; ``engine.state.teachers`` shows the current set (for StatsHandler)."""
         engine.add_event_handler(Events.STARTED, self._check_schedule)
         engine.add_event_handler(Events.STARTED, self._publish)
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: setattr(self, "_epoch", e.state.epoch))
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._on_epoch)
 
     def _publish(self, engine: Engine) -> None:
@@ -166,7 +183,16 @@ class ElectionHandler:
             ``(cases, N, R)`` Dice, regions in network order; NaN where a case lacks the region or the sequence.
         """
         single = torch.eye(len(self.modalities), dtype=torch.bool)
-        return combination_dice(self.network, self.data_loader, self.inferer, single, self.device, ignore_empty=True)
+        return combination_dice(
+            self.network,
+            self.data_loader,
+            self.inferer,
+            single,
+            self.to_labels,
+            self.device,
+            self.convention,
+            ignore_empty=True,
+        )
 
     def elect(self, epoch: int | None = None) -> dict[str, Any]:
         """Run the election now, apply and record it. Returns the result block (as in metadata.json)."""
@@ -186,9 +212,8 @@ class ElectionHandler:
         }
         if self.resamples > 0:
             result["win_rate"] = bootstrap_win_rate(dice, self.modalities, self.resamples, self.seed)
-        self.load_state_dict(result)
-        if self.metadata_file is not None and idist.get_rank() == 0:
-            update_metadata(self.metadata_file, result)
+        self.load_state_dict({**result, MODEL_ELECTION: self.model_election})
+        self.write_metadata()
         logger.info(
             f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
         )
@@ -214,12 +239,48 @@ class ElectionHandler:
                 )
         return result
 
+    def model_saved(self, metadata: Mapping[str, Any] | None = None) -> None:
+        """``models/model.pt`` has just been written with the weights in training: their teacher set is the election
+        in force, which metadata.json now names as the model's (``metadata``: Ignite's save metadata, whose
+        ``priority`` is the selection metric's value)."""
+        self.model_election = {
+            "modalities": list(self.modalities),
+            "teachers": None,
+            **self.result,
+            "model": {"epoch": self._epoch},
+        }
+        score = (metadata or {}).get("priority")
+        if isinstance(score, (int, float)) and metadata and metadata.get("score_name"):
+            self.model_election["model"].update(metric=metadata["score_name"], value=round(float(score), 4))
+        self.write_metadata()
+
+    @property
+    def model_teachers(self) -> dict[str, str] | None:
+        """The teacher set of the weights in ``models/model.pt`` (the last election's until a model is written)."""
+        return (self.model_election or self.result).get("teachers")
+
+    def metadata_block(self) -> dict[str, Any]:
+        """metadata.json's ``lckd`` block: the election of the weights in ``models/model.pt`` (the last election until
+        a model is written), their preprocessing, the epoch that wrote them, and the last election under
+        ``last_election`` when it is not theirs."""
+        block = dict(self.model_election or self.result) or {"modalities": list(self.modalities), "teachers": None}
+        block["preprocessing"] = getattr(unwrap(self.network), "record", {}).get("preprocessing")
+        if self.model_election and self.result.get("elected_at") != self.model_election.get("elected_at"):
+            block["last_election"] = dict(self.result)
+        return block
+
+    def write_metadata(self) -> None:
+        """Write :meth:`metadata_block` into ``metadata_file`` (first process only, atomically)."""
+        if self.metadata_file is not None and idist.get_rank() == 0:
+            update_metadata(self.metadata_file, self.metadata_block())
+
     def state_dict(self) -> dict[str, Any]:
-        return dict(self.result)
+        return {**self.result, MODEL_ELECTION: self.model_election} if self.model_election else dict(self.result)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss and the network's record."""
         state = dict(state)
+        self.model_election = dict(state.pop(MODEL_ELECTION, None) or {})
         if state and list(state.get("modalities", [])) != list(self.modalities):
             raise InputError(
                 f"the stored election is for modalities {state.get('modalities')}, but this model has {list(self.modalities)}; "

@@ -1,14 +1,7 @@
 """Metrics and statistics the bundle adds to MONAI's: BraTS scoring over modality combinations and the
 teacher election's statistics."""
 
-from bundle.metrics.combinations import (
-    BRATS_HD95_PENALTY,
-    LESION_HD95_PENALTY,
-    case_combination_metrics,
-    combination_dice,
-    lesion_scores,
-    region_scores,
-)
+from bundle.metrics.combinations import case_combination_metrics, combination_dice
 from bundle.metrics.election import (
     LOW_WIN_RATE,
     MIN_SITE_CASES,
@@ -19,14 +12,14 @@ from bundle.metrics.election import (
     site_election_summary,
     undecided_regions,
 )
+from bundle.metrics.scoring import SCORING_RULES, metric_names, score_label_maps
 
 __all__ = [
-    "BRATS_HD95_PENALTY",
-    "LESION_HD95_PENALTY",
     "case_combination_metrics",
     "combination_dice",
-    "lesion_scores",
-    "region_scores",
+    "SCORING_RULES",
+    "metric_names",
+    "score_label_maps",
     "LOW_WIN_RATE",
     "MIN_SITE_CASES",
     "paired_cases",

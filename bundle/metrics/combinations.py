@@ -1,58 +1,21 @@
-"""Metrics of a model under given modality combinations, case by case."""
+"""Metrics of a model under given modality combinations, case by case, scored on the label maps inference writes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.metrics import compute_dice
-from panoptica import (
-    ConnectedComponentsInstanceApproximator,
-    InputType,
-    Metric,
-    NaiveThresholdMatching,
-    Panoptica_Evaluator,
-)
-from panoptica.utils.citation_reminder import disable_citation_reminder
-from panoptica.utils.edge_case_handling import EdgeCaseHandler, EdgeCaseResult, MetricZeroTPEdgeCaseHandling
+from monai.data import MetaTensor, decollate_batch
+from monai.data.utils import affine_to_spacing
 from torch import nn
 
+from bundle.conventions import label_regions
 from bundle.errors import InputError
+from bundle.metrics.scoring import metric_names, score_label_maps
 
-__all__ = [
-    "BRATS_HD95_PENALTY",
-    "LESION_HD95_PENALTY",
-    "case_combination_metrics",
-    "combination_dice",
-    "region_scores",
-    "lesion_scores",
-]
-
-BRATS_HD95_PENALTY = 373.13
-"""HD95 (mm) the BraTS challenge gives a region present in only one of truth and prediction: the diagonal
-of its 240 x 240 x 155 mm volume."""
-
-LESION_HD95_PENALTY = 374.0
-"""HD95 (mm) the BraTS 2023+ lesion-wise metrics give each missed or false-positive lesion."""
-
-# the model card cites panoptica; its console banner would interrupt the evaluation's progress log
-disable_citation_reminder()
-_LESION_EVALUATOR = Panoptica_Evaluator(
-    expected_input=InputType.SEMANTIC,
-    instance_approximator=ConnectedComponentsInstanceApproximator(),
-    instance_matcher=NaiveThresholdMatching(matching_metric=Metric.IOU, matching_threshold=0.5),
-    instance_metrics=[Metric.DSC, Metric.HD95],
-    global_metrics=[Metric.DSC],
-    # without a matched lesion the averages over matches are undefined; lesion_scores applies the penalties
-    edge_case_handler=EdgeCaseHandler(
-        {
-            metric: MetricZeroTPEdgeCaseHandling(default_result=EdgeCaseResult.NAN)
-            for metric in (Metric.DSC, Metric.HD95)
-        }
-    ),
-)
+__all__ = ["case_combination_metrics", "combination_dice"]
 
 
 @torch.no_grad()
@@ -61,56 +24,59 @@ def case_combination_metrics(
     batch: dict,
     inferer: Callable,
     masks: torch.Tensor,
+    to_labels: Callable[[dict], Mapping],
     device: torch.device | str = "cpu",
-    threshold: float = 0.5,
-    hd95_spacing: Sequence[float] | None = None,
+    convention: str = "brats2021",
+    scoring: str | None = None,
+    lesion_wise: bool = True,
+    hd95: bool = True,
     amp: bool = False,
     ignore_empty: bool = False,
-    lesion_wise: bool = False,
-    postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Dice (and HD95) of each region for one case, under each modality combination.
+    """Scores of each region for one case under each modality combination, on the label maps inference writes.
 
-    Scored as the BraTS challenge scores (:func:`region_scores`): a region empty in both the truth and
-    the prediction gives Dice 1 and HD95 0; empty in exactly one of them, Dice 0 and HD95
-    :data:`BRATS_HD95_PENALTY`. A case that lacks a sequence of a combination is evaluated with the
-    sequences it has of that combination; when it has none of them, its row is NaN.
+    Each combination's output goes through ``to_labels`` (:class:`bundle.transforms.PredictionToLabelsd`: back to
+    the grid the case was read on, threshold, post-processing, label map), and is scored against the case's label
+    file as read, with the regions rebuilt from both maps as BraTS rebuilds them. A case that lacks a sequence of a
+    combination is evaluated with the sequences it has of that combination; when it has none of them, its row is NaN.
 
     Args:
         network: model called as ``inferer(image, network, mask=mask)``, returning region logits; in eval
             mode. With a ``forward_combinations`` method (LCKDNet) each window is encoded once for all
             combinations (identical results, about 4x faster for 15 combinations).
-        batch: ``image (1, N, ...)``, ``label (1, R, ...)`` and ``mask (1, N)``.
-        inferer: e.g. MONAI ``SlidingWindowInferer``.
+        batch: one case: ``image (1, N, ...)`` as preprocessed (with its applied transforms), ``label (1, 1, ...)``
+            the label map as read from disk, and ``mask (1, N)``.
+        inferer: e.g. :class:`bundle.networks.CaseMaskInferer`.
         masks: bool ``(K, N)``, the combinations.
+        to_labels: maps ``{"image", "pred"}`` to the label map in ``pred``.
         device: where to run.
-        threshold: on the sigmoid probability.
-        hd95_spacing: voxel spacing; when given, HD95 is computed too (in the spacing's units).
+        convention: the label values of both maps.
+        scoring: a rule set of :data:`bundle.metrics.scoring.SCORING_RULES`; ``None`` gives the Dice of the rebuilt
+            regions only (1 when truth and prediction are empty), what the election and the model selection compare.
+        lesion_wise: with ``scoring``, also the lesion-wise metrics.
+        hd95: with ``scoring``, also the distance metrics (HD95; lesion-wise HD95).
         amp: run the network under ``torch.autocast`` (mixed precision; for GPUs).
-        ignore_empty: NaN instead of the BraTS rule for a region empty in the truth (the teacher election
-            compares how well each sequence finds a region, which a case without it cannot tell).
-        lesion_wise: also the BraTS 2023+ lesion-wise Dice and HD95 (:func:`lesion_scores`; needs
-            ``hd95_spacing``).
-        postprocess: applied to each binary ``(R, ...)`` prediction before scoring, e.g.
-            :func:`bundle.transforms.region_postprocessing`.
+        ignore_empty: NaN instead of a score for a region empty in the truth (the teacher election compares how
+            well each sequence finds a region, which a case without it cannot tell).
 
     Returns:
-        ``{"dice": (K, R)}``; with ``hd95_spacing`` also ``"hd95"``, with ``lesion_wise`` also
-        ``"lesion_dice"`` and ``"lesion_hd95"``, each ``(K, R)``; regions in network order.
+        ``{metric: (K, R)}``, regions in network order: ``{"dice"}`` without ``scoring``, else
+        :func:`bundle.metrics.scoring.metric_names`.
     """
     image = batch["image"].to(device)
-    label = batch["label"].to(device)
     case_mask = batch["mask"].to(device=device, dtype=torch.bool)
     if image.shape[0] != 1:
         raise InputError(f"combination metrics need a data loader with batch_size=1, got a batch of {image.shape[0]}.")
-    names = ["dice"] + (["hd95"] if hd95_spacing is not None else [])
-    if lesion_wise:
-        if hd95_spacing is None:
-            raise InputError("lesion-wise metrics need hd95_spacing (the voxel spacing in mm).")
-        names += ["lesion_dice", "lesion_hd95"]
-    result = {name: torch.full((masks.shape[0], label.shape[1]), float("nan")) for name in names}
+    case = decollate_batch(batch, detach=True)[0]
+    truth = case["label"]
+    names = ["dice"] if scoring is None else list(metric_names(scoring, lesion_wise))
+    if not hd95:
+        names = [name for name in names if not name.endswith("hd95")]
+    result = {name: torch.full((masks.shape[0], 3), float("nan")) for name in names}
     effective = masks.to(device=device, dtype=torch.bool) & case_mask
     runnable = effective.any(dim=1).cpu()
+    truth_regions = label_regions(truth, convention)
+    spacing = affine_to_spacing(truth.affine, r=3).tolist() if isinstance(truth, MetaTensor) else [1.0, 1.0, 1.0]
     if bool(runnable.any()):
         # combinations that reduce to the same present sequences for this case are run and scored once
         unique, which = torch.unique(effective[runnable.to(effective.device)], dim=0, return_inverse=True)
@@ -118,93 +84,27 @@ def case_combination_metrics(
             logits = _combination_logits(network, inferer, image, unique)
         scores = []
         for logit in logits:
-            pred = torch.sigmoid(logit) > threshold
-            if postprocess is not None:
-                pred = torch.stack([torch.as_tensor(postprocess(p), device=pred.device) > 0 for p in pred])
-            scored = region_scores(pred, label, hd95_spacing)
-            scores.append(scored + (lesion_scores(pred, label, hd95_spacing) if lesion_wise else ()))
-        for index, name in enumerate(names):
-            result[name][runnable] = torch.stack([score[index] for score in scores])[which.cpu()]
-        if ignore_empty:
-            empty_truth = label[0].flatten(1).sum(1).cpu() == 0
-            for values in result.values():
-                values[:, empty_truth] = float("nan")
+            labels = to_labels({"image": case["image"], "pred": logit[0]})["pred"]
+            if scoring is None:
+                scores.append({"dice": _dice(label_regions(labels, convention), truth_regions)})
+            else:
+                scored = score_label_maps(labels, truth, spacing, convention, scoring, lesion_wise)
+                scores.append({name: torch.as_tensor(scored[name], dtype=torch.float32) for name in names})
+        for name in names:
+            result[name][runnable] = torch.stack([score[name] for score in scores])[which.cpu()]
+    if ignore_empty:
+        empty_truth = torch.as_tensor(~truth_regions.reshape(3, -1).any(axis=1))
+        for values in result.values():
+            values[:, empty_truth] = float("nan")
     return result
 
 
-def region_scores(
-    pred: torch.Tensor, label: torch.Tensor, hd95_spacing: Sequence[float] | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Legacy BraTS Dice and HD95 of each region of one case.
-
-    Dice is MONAI's ``compute_dice`` without ``ignore_empty``: 1 when truth and prediction are both
-    empty, 0 when only one is. HD95 is the BraTS definition (the ``panoptica`` package's, which the BraTS
-    evaluation uses): the 95th percentile of the surface distances of both directions pooled, not the
-    larger of the two one-way percentiles (MONAI's ``compute_hausdorff_distance``); 0 when both are
-    empty, :data:`BRATS_HD95_PENALTY` when only one is.
-
-    Args:
-        pred: binary prediction ``(1, R, H, W, D)``.
-        label: binary truth ``(1, R, H, W, D)``.
-        hd95_spacing: voxel spacing in mm; ``None`` skips HD95.
-
-    Returns:
-        Dice ``(R,)`` and HD95 ``(R,)`` (``None`` without a spacing).
-
-    Example:
-        >>> truth = torch.zeros(1, 1, 8, 8, 8, dtype=torch.bool)
-        >>> [t.tolist() for t in region_scores(truth, truth, (1.0, 1.0, 1.0))]  # no tumour, none predicted
-        [[1.0], [0.0]]
-    """
-    pred, label = pred.bool(), label.bool()
-    dice = compute_dice(pred.float(), label.float(), include_background=True, ignore_empty=False)[0].cpu()
-    if hd95_spacing is None:
-        return dice, None
-    hd95 = []
-    for region in range(label.shape[1]):
-        truth = label[0, region].cpu().numpy()
-        predicted = pred[0, region].cpu().numpy()
-        if not truth.any() or not predicted.any():
-            hd95.append(0.0 if truth.any() == predicted.any() else BRATS_HD95_PENALTY)
-        else:
-            hd95.append(float(Metric.HD95(truth, predicted, voxelspacing=np.asarray(hd95_spacing, dtype=np.float64))))
-    return dice, torch.tensor(hd95, dtype=torch.float32)
-
-
-def lesion_scores(
-    pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BraTS 2023+ lesion-wise Dice and HD95 of each region of one case, from ``panoptica``'s lesion matching.
-
-    Lesions are the connected components of truth and prediction, matched one to one at IoU >= 0.5 (the
-    matching of panoptica's BraTS evaluator configuration). Each matched lesion contributes its Dice and
-    HD95; each missed or false-positive lesion Dice 0 and HD95 :data:`LESION_HD95_PENALTY`:
-    ``Dice = sum(matched Dice) / (TP + FN + FP)``, likewise HD95. No lesion in either: Dice 1, HD95 0.
-
-    Args:
-        pred: binary prediction ``(1, R, H, W, D)``.
-        label: binary truth ``(1, R, H, W, D)``.
-        spacing: voxel spacing in mm.
-
-    Returns:
-        Lesion-wise Dice ``(R,)`` and HD95 ``(R,)``.
-    """
-    dice, hd95 = [], []
-    for region in range(label.shape[1]):
-        truth = label[0, region].cpu().numpy().astype(np.uint8)
-        predicted = pred[0, region].cpu().numpy().astype(np.uint8)
-        result = _LESION_EVALUATOR.evaluate(predicted, truth, voxelspacing=tuple(float(s) for s in spacing))
-        counts = next(iter(result.values()))
-        lesions = counts.tp + counts.fp + counts.fn
-        if lesions == 0:
-            dice.append(1.0)
-            hd95.append(0.0)
-            continue
-        matched_dice = counts.tp * counts.sq_dsc if counts.tp else 0.0
-        matched_hd95 = counts.tp * counts.sq_hd95 if counts.tp else 0.0
-        dice.append(matched_dice / lesions)
-        hd95.append((matched_hd95 + (counts.fp + counts.fn) * LESION_HD95_PENALTY) / lesions)
-    return torch.tensor(dice, dtype=torch.float32), torch.tensor(hd95, dtype=torch.float32)
+def _dice(pred: np.ndarray, truth: np.ndarray) -> torch.Tensor:
+    """Dice of each region ``(R, ...)``: 1 when both are empty, 0 when one is."""
+    pred, truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
+    overlap = np.logical_and(pred, truth).sum(axis=1)
+    total = pred.sum(axis=1) + truth.sum(axis=1)
+    return torch.as_tensor(np.where(total > 0, 2.0 * overlap / np.maximum(total, 1), 1.0), dtype=torch.float32)
 
 
 def _combination_logits(network: nn.Module, inferer: Callable, image: torch.Tensor, masks: torch.Tensor) -> list:
@@ -224,11 +124,13 @@ def combination_dice(
     data_loader: Iterable[dict],
     inferer: Callable,
     masks: torch.Tensor,
+    to_labels: Callable[[dict], Mapping],
     device: torch.device | str = "cpu",
-    threshold: float = 0.5,
+    convention: str = "brats2021",
     ignore_empty: bool = False,
 ) -> torch.Tensor:
-    """Per-case Dice of each region under each combination of ``masks``, over a whole loader.
+    """Per-case Dice of each region under each combination of ``masks``, over a whole loader, on the label maps
+    inference would write (:func:`case_combination_metrics` without a rule set).
 
     Under ``torch.distributed`` each process scores its shard of the loader (``DistributedSampler``)
     and every process gets all cases, so all of them reach the same result.
@@ -241,16 +143,16 @@ def combination_dice(
         no voxel of a region).
 
     Example:
-        ``combination_dice(net, val_loader, SlidingWindowInferer((32, 32, 32)), torch.eye(4).bool())``
-        gives the single-modality Dice used by the teacher election.
+        ``combination_dice(net, val_loader, inferer, torch.eye(4).bool(), to_labels)`` gives the single-modality Dice
+        used by the teacher election.
     """
     was_training = network.training
     network.eval()
     try:
         rows = [
-            case_combination_metrics(network, batch, inferer, masks, device, threshold, ignore_empty=ignore_empty)[
-                "dice"
-            ]
+            case_combination_metrics(
+                network, batch, inferer, masks, to_labels, device, convention, ignore_empty=ignore_empty
+            )["dice"]
             for batch in data_loader
         ]
     finally:

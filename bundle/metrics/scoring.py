@@ -44,7 +44,7 @@ from panoptica.utils.label_group import LabelGroup, LabelMergeGroup
 from panoptica.utils.segmentation_class import SegmentationClassGroups
 from scipy import ndimage
 
-from bundle.conventions import LABEL_CONVENTIONS, NETWORK_REGIONS
+from bundle.conventions import LABEL_CONVENTIONS, NETWORK_REGIONS, REGION_CLASSES, label_regions
 from bundle.errors import InputError
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "BRATS2023_HD95_PENALTY",
     "check_rules",
     "metric_names",
-    "label_regions",
     "score_label_maps",
 ]
 
@@ -76,7 +75,6 @@ _METRICS = {
 _DILATION = ndimage.generate_binary_structure(3, 2)  # 18-connectivity
 _COMPONENTS = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 _SMALL_LESION_MM3 = 50.0
-_REGION_LABELS = {"TC": ("NCR", "ET"), "WT": ("NCR", "ED", "ET"), "ET": ("ET",)}
 
 disable_citation_reminder()  # its console banner would interrupt the evaluation's progress log
 
@@ -97,26 +95,6 @@ def metric_names(rules: str = "brats2025", lesion_wise: bool = True) -> tuple[st
     """
     names = _METRICS[check_rules(rules)]
     return names if lesion_wise else tuple(name for name in names if not name.startswith("lesion_"))
-
-
-def label_regions(labels: np.ndarray | torch.Tensor, convention: str = "brats2021") -> np.ndarray:
-    """The regions BraTS rebuilds from a label map, ``(3, ...)`` bool in network order (TC, WT, ET).
-
-    Args:
-        labels: a label map ``(...)`` or ``(1, ...)`` with the values of ``convention``.
-        convention: a key of :data:`bundle.conventions.LABEL_CONVENTIONS`.
-
-    Example:
-        >>> label_regions(np.array([0, 1, 2, 4]))[:, 1:].astype(int).tolist()  # TC, WT, ET of NCR, ED, ET
-        [[1, 0, 1], [1, 1, 1], [0, 0, 1]]
-    """
-    if convention not in LABEL_CONVENTIONS:
-        raise InputError(f"label convention must be one of {list(LABEL_CONVENTIONS)}, got {convention!r}.")
-    values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
-    if values.ndim == 4 and values.shape[0] == 1:
-        values = values[0]
-    classes = LABEL_CONVENTIONS[convention]
-    return np.stack([np.isin(values, [classes[c] for c in _REGION_LABELS[region]]) for region in NETWORK_REGIONS])
 
 
 def score_label_maps(
@@ -258,7 +236,7 @@ def _panoptica_evaluator() -> Panoptica_Evaluator:
     brats2023 = LABEL_CONVENTIONS["brats2023"]
     groups = {
         region.lower(): (LabelGroup if len(classes) == 1 else LabelMergeGroup)([brats2023[c] for c in classes])
-        for region, classes in _REGION_LABELS.items()
+        for region, classes in REGION_CLASSES.items()
     }
     with contextlib.redirect_stdout(io.StringIO()):  # panoptica prints a notice for labels shared by two groups
         merged = SegmentationClassGroups(groups)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
@@ -9,7 +12,9 @@ from monai.inferers import SlidingWindowInferer
 
 from bundle.errors import InputError
 
-__all__ = ["presence_mask", "CaseMaskInferer"]
+__all__ = ["presence_mask", "case_window", "CaseMaskInferer"]
+
+logger = logging.getLogger(__name__)
 
 
 def presence_mask(image: torch.Tensor) -> torch.Tensor:
@@ -25,6 +30,32 @@ def presence_mask(image: torch.Tensor) -> torch.Tensor:
     return image.detach().flatten(2).abs().amax(dim=2) > 0
 
 
+def case_window(roi_size: Sequence[int], image_size: Sequence[int], divisor: int | None) -> list[int]:
+    """The sliding window for one image: ``roi_size``, but no larger than the image rounded up to ``divisor``.
+
+    A window much larger than the image is mostly zero padding, which changes every instance-norm statistic the
+    network computes (a model trained on 32^3 patches of an 80 x 80 x 52 image, run with a 128^3 window, found
+    28 times the true tumour volume). ``divisor`` ``None`` keeps ``roi_size``.
+
+    Example:
+        >>> case_window([128, 128, 128], [60, 70, 40], divisor=16)
+        [64, 80, 48]
+    """
+    if not divisor:
+        return [int(r) for r in roi_size]
+    return [min(int(r), math.ceil(int(s) / divisor) * divisor) for r, s in zip(roi_size, image_size)]
+
+
+def _divisor(network: Any) -> int | None:
+    """The spatial divisor of a network (LCKDNet's ``divisor``, kept by TorchScript too), through bound methods, DDP,
+    ``torch.compile`` and MONAI Deploy's ``TorchScriptModel`` (its ``predictor``)."""
+    owner = getattr(network, "__self__", network)
+    for attribute in ("module", "_orig_mod", "predictor"):
+        owner = getattr(owner, attribute, owner)
+    divisor = getattr(owner, "divisor", None)
+    return int(divisor) if isinstance(divisor, int) else None
+
+
 class CaseMaskInferer(SlidingWindowInferer):
     """MONAI's ``SlidingWindowInferer`` that decides which sequences are present once for the whole case.
 
@@ -33,6 +64,9 @@ class CaseMaskInferer(SlidingWindowInferer):
     the network would decide per window: a window where a present sequence happens to be zero would
     mean-fill it, and an all-zero window would be decoded from all-absent features, a state never trained.
     An explicit ``mask`` (the bundle's own configs pass the batch's) is used as given.
+
+    The window is ``roi_size`` but never larger than the image rounded up to the network's spatial divisor
+    (:func:`case_window`): inference crops to the brain, as training does, and a small brain gets a small window.
 
     Args:
         args, kwargs: those of ``SlidingWindowInferer`` (``roi_size``, ``sw_batch_size``, ``overlap`` ...).
@@ -44,11 +78,21 @@ class CaseMaskInferer(SlidingWindowInferer):
     def __call__(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, mask: torch.Tensor | None = None, **kwargs
     ) -> Any:
-        if mask is None:
+        if mask is None and "masks" not in kwargs:  # forward_combinations takes its combinations instead
             mask = presence_mask(inputs)
             if not bool(mask.any(dim=1).all()):
                 raise InputError(
                     f"an image of shape {list(inputs.shape)} has no sequence: every channel is zero. Check that the "
                     "image holds the sequences in the order of the model's modalities, or leave the case out."
                 )
-        return super().__call__(inputs, network, *args, mask=mask, **kwargs)
+        configured = self.roi_size
+        window = case_window(configured, inputs.shape[2:], _divisor(network))
+        if window != list(configured):
+            logger.debug(f"window {window} for an image of {list(inputs.shape[2:])} (roi_size {list(configured)})")
+        self.roi_size = window
+        try:
+            if mask is not None:
+                kwargs["mask"] = mask
+            return super().__call__(inputs, network, *args, **kwargs)
+        finally:
+            self.roi_size = configured

@@ -4,7 +4,7 @@ sequences and a shared decoder."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
@@ -87,6 +87,9 @@ class LCKDNet(nn.Module):
         norm_name: normalization layer of the residual blocks.
         act_name: activation of the residual blocks.
         dropout: dropout probability in the residual blocks.
+        preprocessing: how the training data was prepared (grid, window, orientation, intensity normalisation,
+            crop, label convention; :func:`bundle.networks.model_preprocessing`), kept in the record so that
+            inference prepares its input the same way. Not a network key: loaded weights bring their own.
 
     The network carries its record in its ``state_dict`` (PyTorch's extra state, key ``_extra_state``):
     the constructor keys above, the elected teacher set (``record["teachers"]``, set by the election) and,
@@ -119,6 +122,7 @@ class LCKDNet(nn.Module):
         norm_name: tuple | str = ("INSTANCE", {"affine": True}),
         act_name: tuple | str = ("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
         dropout: float | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.modalities = check_modalities(modalities)
@@ -148,6 +152,7 @@ class LCKDNet(nn.Module):
             },
             "teachers": None,
             "federated": None,
+            "preprocessing": json.loads(json.dumps(dict(preprocessing))) if preprocessing else None,
         }
         self.num_modalities = len(self.modalities)
         self.filters = [int(f) for f in filters]
@@ -214,18 +219,19 @@ class LCKDNet(nn.Module):
 
     @torch.jit.unused
     def get_extra_state(self) -> torch.Tensor:
-        """The record saved with the weights, ``{"network": constructor keys, "teachers": region -> sequence}`` and
-        ``"federated"`` when a federated election set it, as UTF-8 JSON in a uint8 tensor (a tensor, so that
-        tracing and ONNX export, which expect tensors, still work)."""
+        """The record saved with the weights, ``{"network": constructor keys, "teachers": region -> sequence}``,
+        ``"preprocessing"`` when the network was given one and ``"federated"`` when a federated election set it, as
+        UTF-8 JSON in a uint8 tensor (a tensor, so that tracing and ONNX export, which expect tensors, still work)."""
         record = {"network": dict(self.record["network"]), "teachers": self.record["teachers"]}
-        if self.record["federated"] is not None:
-            record["federated"] = self.record["federated"]
+        for key in ("federated", "preprocessing"):
+            if self.record[key] is not None:
+                record[key] = self.record[key]
         return encode_record(record)
 
     @torch.jit.unused
     def set_extra_state(self, state: Any) -> None:
-        """Take the teacher set (and federated case counts) of loaded weights, after checking they were trained
-        with this network's keys."""
+        """Take the teacher set, preprocessing (and federated case counts) of loaded weights, after checking they
+        were trained with this network's keys."""
         state = decode_record(state)
         recorded = dict(state.get("network", {}))
         own = self.record["network"]
@@ -240,6 +246,7 @@ class LCKDNet(nn.Module):
             )
         self.record["teachers"] = dict(state["teachers"]) if state.get("teachers") else None
         self.record["federated"] = state.get("federated")
+        self.record["preprocessing"] = state.get("preprocessing")
 
     @torch.jit.unused
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):

@@ -38,25 +38,42 @@ def format_region_dice(dice: Mapping[str, float]) -> str:
     return "  ".join([*parts, f"mean {sum(dice.values()) / len(dice):.3f}"])
 
 
-def log_validation_summary(evaluator, teachers: Mapping[str, str] | None = None) -> dict[str, float]:
-    """Log the last and the best validation Dice of ``evaluator`` (a MONAI ``SupervisedEvaluator``).
+def log_validation_summary(
+    evaluator, elector=None, model_path: str | os.PathLike = "models/model.pt"
+) -> dict[str, float]:
+    """Log the last validation Dice of ``evaluator`` (a MONAI ``SupervisedEvaluator``), the model kept in
+    ``model_path`` (its epoch, the selection metric it was kept by, its teachers) and the last election when the kept
+    model does not carry it.
 
     Args:
         evaluator: the validation engine, after training.
-        teachers: the elected teacher set to report beside it, if any.
+        elector: the training's :class:`bundle.handlers.ElectionHandler`, if any.
+        model_path: where the selected weights are.
 
     Returns:
         The last validation's Dice per region.
     """
     metrics = evaluator.state.metrics or {}
     dice = region_dice(metrics)
-    best, best_epoch = evaluator.state.best_metric, evaluator.state.best_metric_epoch
     logger.info(f"validation Dice (all modalities), last: {format_region_dice(dice)}")
-    if best_epoch >= 0:
-        logger.info(f"best all-modality mean Dice {best:.4f} at epoch {best_epoch}")
     if "val_combinations_dice" in metrics:
         logger.info(f"mean Dice over every modality combination, last: {metrics['val_combinations_dice']:.4f}")
-    log_teachers(teachers)
+    if elector is None:
+        return dice
+    kept = (elector.model_election or {}).get("model")
+    if kept:
+        selected = f" ({kept['metric']} {kept['value']:.4f})" if "metric" in kept else ""
+        logger.info(
+            f"{model_path}: the weights of epoch {kept['epoch']}{selected}, teachers {format_teachers(elector.model_teachers)}"
+        )
+        last = elector.result
+        if last and last.get("elected_at") != elector.model_election.get("elected_at"):
+            logger.info(
+                f"the last election (epoch {last['elected_at'].get('epoch')}: {format_teachers(last.get('teachers'))}) "
+                "came after those weights; metadata.json keeps it as lckd.last_election"
+            )
+    else:
+        log_teachers(elector.teachers)
     return dice
 
 

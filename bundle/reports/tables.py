@@ -20,13 +20,13 @@ from bundle.conventions import (
 )
 from bundle.errors import InputError
 from bundle.io import publish_files, write_files
-from bundle.metrics.combinations import BRATS_HD95_PENALTY, LESION_HD95_PENALTY
+from bundle.metrics.scoring import BRATS2023_HD95_PENALTY, BRATS2025_HD95_PENALTY, SCORING_RULES
 
 __all__ = [
     "AVERAGE",
     "REPORT_FOLDER",
     "METRICS",
-    "SCORING_NOTE",
+    "scoring_note",
     "summarize_combinations",
     "format_summary_markdown",
     "write_combination_reports",
@@ -40,8 +40,15 @@ REPORT_FOLDER = "report"
 """The evaluation's report files are published together as ``<output_dir>/report/`` (a link swapped atomically)."""
 
 
-METRICS = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "lesion Dice", "lesion_hd95": "lesion HD95"}
-"""Metric keys of the reports and their column titles: legacy BraTS Dice and HD95, then lesion-wise."""
+METRICS = {
+    "dice": "Dice",
+    "hd95": "HD95",
+    "nsd": "NSD",
+    "lesion_dice": "lesion Dice",
+    "lesion_hd95": "lesion HD95",
+    "lesion_nsd": "lesion NSD",
+}
+"""Metric keys of the reports and their column titles: global (legacy) metrics, then lesion-wise."""
 
 
 def _metric_names(rows: Sequence[dict]) -> list[str]:
@@ -51,10 +58,20 @@ def _metric_names(rows: Sequence[dict]) -> list[str]:
 def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> list[dict[str, Any]]:
     """Mean and sample std (ddof 1, as the BraTS parser) over cases per combination and region, plus the
     average over the combinations: the mean of the combination means, as the LCKD paper reports (its std
-    is that of the combination means).
+    is that of the combination means); and, when the rows name case groups (BraTS 2018's HGG and LGG), that
+    average for each group, as ``"average of combinations, <group>"``.
 
-    NaN entries (a case without any sequence of a combination) are skipped.
+    NaN entries (a case without any sequence of a combination; under the brats2025 rules a region empty in truth
+    and prediction) are skipped, as the official package's means skip them.
     """
+    summary = _summarize(rows, modalities)
+    for group in sorted({row["group"] for row in rows if row.get("group")}):
+        average = _summarize([row for row in rows if row.get("group") == group], modalities)[-1]
+        summary.append({**average, "combination": f"{AVERAGE}, {group}"})
+    return summary
+
+
+def _summarize(rows: Sequence[dict], modalities: Sequence[str]) -> list[dict[str, Any]]:
     names = _metric_names(rows)
     summary = []
     for combination in modality_combinations(modalities):
@@ -82,17 +99,33 @@ def summarize_combinations(rows: Sequence[dict], modalities: Sequence[str]) -> l
     return summary
 
 
-def format_summary_markdown(summary: Sequence[dict[str, Any]], split: str = "unnamed split") -> str:
-    """Markdown table: one row per combination (and the average), each metric's mean ± std per region.
+def report_title(split: str, cases: int, scoring: str, optimistic: str | None = None) -> str:
+    """The line above every table: split, cases, rule set, and whether the split's numbers are optimistic."""
+    title = f"Split: {split} ({cases} cases), scored under {SCORING_RULES[scoring]}."
+    if optimistic:
+        title += f" Optimistic: this split {optimistic}, so these are not held-out scores."
+    return title
 
-    A first line names the split and the number of cases, a last one how the metrics are defined.
+
+def format_summary_markdown(
+    summary: Sequence[dict[str, Any]],
+    split: str = "unnamed split",
+    scoring: str = "brats2025",
+    optimistic: str | None = None,
+) -> str:
+    """Markdown table: one row per combination (and the averages), each metric's mean ± std per region.
+
+    A first line names the split, the number of cases, the rule set and, for a split that chose the model or its
+    teachers, that the numbers are optimistic; a last one how the metrics are defined.
     """
     names = [name for name in METRICS if summary and f"{name}_{REPORT_REGIONS[0]}_mean" in summary[0]]
     header = ["combination"] + [f"{METRICS[n]} {r}" for n in names for r in REPORT_REGIONS]
     cases = summary[0]["cases"] if summary else 0
-    lines = [f"Split: {split} ({cases} cases).", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [report_title(split, cases, scoring, optimistic), "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
     for entry in summary:
-        cells = [entry["combination"]]
+        label = entry["combination"]
+        cells = [label if not label.startswith(f"{AVERAGE},") else f"{label} ({entry['cases']} cases)"]
         for name in names:
             digits = 1 if name.endswith("hd95") else 3
             for region in REPORT_REGIONS:
@@ -100,17 +133,31 @@ def format_summary_markdown(summary: Sequence[dict[str, Any]], split: str = "unn
                 spread = "" if math.isnan(std) else f" ± {std:.{digits}f}"
                 cells.append("n/a" if math.isnan(mean) else f"{mean:.{digits}f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", SCORING_NOTE]
+    lines += ["", scoring_note(scoring)]
     return "\n".join(lines)
 
 
-SCORING_NOTE = (
-    "Scored as BraTS scores: a region empty in truth and prediction gives Dice 1 and HD95 0 mm, empty in only "
-    f"one of them Dice 0 and HD95 {BRATS_HD95_PENALTY} mm; HD95 pools both directions' surface distances "
-    "(panoptica's definition); lesion-wise metrics match connected components at IoU >= 0.5 and give each "
-    f"missed or false-positive lesion Dice 0 and HD95 {LESION_HD95_PENALTY:g} mm; std is the sample std (ddof 1) "
-    "over cases."
-)
+def scoring_note(scoring: str) -> str:
+    """How the metrics of rule set ``scoring`` are defined, for the foot of a report."""
+    common = (
+        "Scored on the label maps inference writes, on the grid the case was read on, with TC = NCR + ET and "
+        "WT = NCR + ED + ET rebuilt from them; HD95 in mm from the voxel spacing; std is the sample std (ddof 1) over "
+        "cases."
+    )
+    if scoring == "brats2025":
+        return (
+            f"{common} As the official BraTS evaluation package (brats-evaluation, glioma): a region empty in truth and "
+            "prediction has no score (n/a, left out of the means); empty in only one, Dice and NSD 0 and HD95 "
+            f"{BRATS2025_HD95_PENALTY:g} mm; HD95 pools both directions' surface distances; lesions are connected "
+            "components matched one to one (maximum bipartite matching on Dice > 1e-6), and lesion-wise scores are "
+            f"the mean over matched lesions ({BRATS2025_HD95_PENALTY:g} mm when none is)."
+        )
+    return (
+        f"{common} BraTS 2023 lesion-wise rules: a region empty in truth and prediction gives Dice 1 and HD95 0, in "
+        f"only one Dice 0 and HD95 {BRATS2023_HD95_PENALTY:g} mm; true lesions dilated 3 voxels and merged, those of "
+        "at most 50 mm3 left out, any overlap matches; each missed or false-positive lesion counts Dice 0 and HD95 "
+        f"{BRATS2023_HD95_PENALTY:g} mm."
+    )
 
 
 def csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -166,7 +213,12 @@ def heatmap_png(
 
 
 def write_combination_reports(
-    rows: Sequence[dict], summary: Sequence[dict], output_dir: str | os.PathLike, split: str = "unnamed split"
+    rows: Sequence[dict],
+    summary: Sequence[dict],
+    output_dir: str | os.PathLike,
+    split: str = "unnamed split",
+    scoring: str = "brats2025",
+    optimistic: str | None = None,
 ) -> dict[str, Path]:
     """Publish combinations.csv, summary.csv, summary.md and combinations.png together as ``output_dir/report/``.
 
@@ -180,14 +232,16 @@ def write_combination_reports(
     Raises:
         InputError: when ``output_dir`` could not take the report (naming where it went instead).
     """
-    entries = [entry for entry in summary if entry["combination"] != AVERAGE]
+    entries = [entry for entry in summary if not entry["combination"].startswith(AVERAGE)]
     values = np.array([[entry[f"dice_{r}_mean"] for r in REPORT_REGIONS] for entry in entries], dtype=float)
     contents = {
         "combinations.csv": csv_bytes(rows),
         "summary.csv": csv_bytes(summary),
-        "summary.md": (format_summary_markdown(summary, split) + "\n").encode("utf-8"),
+        "summary.md": (format_summary_markdown(summary, split, scoring, optimistic) + "\n").encode("utf-8"),
         "combinations.png": heatmap_png(
-            values, [e["combination"] for e in entries], f"Dice per modality combination ({split} split)"
+            values,
+            [e["combination"] for e in entries],
+            f"Dice per modality combination\n({split} split, {scoring}{', optimistic' if optimistic else ''})",
         ),
     }
     try:
