@@ -187,6 +187,30 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 ["dice_ET", "hd95_ET", "nsd_ET", "lesion_dice_ET", "lesion_hd95_ET", "lesion_nsd_ET"],
             )
 
+    def test_cases_in_grouping_folders_are_reported_per_group(self):
+        """BraTS 2018 as downloaded: case folders under HGG/ and LGG/; each group's average beside the overall one."""
+        with TemporaryDirectory() as tmp:
+            grouped = Path(tmp) / "MICCAI_BraTS_2018_Data_Training"
+            for index, case in enumerate(sorted(self.dataset.glob("SYNTH_*"))):
+                shutil.copytree(case, grouped / ("HGG" if index % 2 else "LGG") / case.name)
+            ckpt = Path(tmp) / "model.pt"
+            tiny_checkpoint(ckpt)
+            out = Path(tmp) / "eval"
+            run_workflow(
+                ["train.json", "evaluate.json"], dataset_dir=str(grouped), ckpt_path=str(ckpt), output_dir=str(out),
+                lesion_wise=False, hd95=False, val_fraction=0.25, test_fraction=0.5, **WITHOUT_NETWORK_KEYS,
+            )  # fmt: skip
+            with open(out / "report" / "summary.csv") as file:
+                labels = [row["combination"] for row in csv.DictReader(file)]
+            self.assertEqual(
+                labels[-3:],
+                ["average of combinations", "average of combinations, HGG", "average of combinations, LGG"],
+            )
+            with open(out / "report" / "combinations.csv") as file:
+                rows = list(csv.DictReader(file))
+            self.assertEqual({row["group"] for row in rows}, {"HGG", "LGG"})
+            self.assertIn("| average of combinations, HGG (", (out / "report" / "summary.md").read_text())
+
     def test_a_split_that_chose_the_model_is_reported_as_optimistic(self):
         with TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"

@@ -289,6 +289,32 @@ class TestElectionHandler(unittest.TestCase):
             self.assertEqual(stored["lckd"]["elected_at"]["epoch"], 3)
             self.assertIn("WT", format_election(result))
 
+    def test_metadata_names_the_teachers_of_the_saved_model_and_keeps_a_later_election_apart(self):
+        with TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "metadata.json"
+            meta.write_text(json.dumps({"version": "1.0"}))
+            handler = ElectionHandler(
+                OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, metadata_file=meta
+            )
+            first = handler.elect(epoch=1)
+            handler._epoch = 1
+            handler.model_saved({"score_name": "val_combinations_dice", "priority": 0.5})
+            block = json.loads(meta.read_text())["lckd"]
+            self.assertEqual(block["teachers"], first["teachers"])
+            self.assertEqual(block["model"], {"epoch": 1, "metric": "val_combinations_dice", "value": 0.5})
+            self.assertNotIn("last_election", block)
+            handler.network.regions[:] = 0  # from now on no sequence finds anything: the election changes
+            second = handler.elect(epoch=2)
+            self.assertNotEqual(second["teachers"], first["teachers"])
+            block = json.loads(meta.read_text())["lckd"]
+            self.assertEqual(block["teachers"], first["teachers"])  # still the saved model's
+            self.assertEqual(block["last_election"]["teachers"], second["teachers"])
+            self.assertEqual(handler.model_teachers, first["teachers"])
+            state = handler.state_dict()  # a resumed run knows both
+            resumed = ElectionHandler(OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES)
+            resumed.load_state_dict(state)
+            self.assertEqual((resumed.teachers, resumed.model_teachers), (second["teachers"], first["teachers"]))
+
     def test_validation_without_et_keeps_the_et_teacher_and_says_so(self):
         with TemporaryDirectory() as tmp:
             meta = Path(tmp) / "metadata.json"

@@ -163,22 +163,32 @@ class TestPaperProfile(unittest.TestCase):
         self.assertFalse(set(lists["train"]) & set(lists["validation"]))
         self.assertEqual(set(lists["train"]) | set(lists["validation"]), set(lists["train_all"]))
 
+    def test_held_out_protocol_keeps_the_official_validation_cases_apart(self):
+        """The local BraTS 2018 row's split: the 57 official validation cases are a test list nothing else touches."""
+        official = json.loads(OFFICIAL_SPLIT.read_text())
+        heldout = json.loads((CONFIGS / "splits" / "brats2018_lckd_heldout.json").read_text())
+        self.assertEqual({k: len(v) for k, v in heldout.items() if k != "_desc_"},
+                         {"train": 182, "selection": 46, "test": 57})  # fmt: skip
+        self.assertEqual(heldout["test"], official["validation"])
+        self.assertEqual(set(heldout["train"]) | set(heldout["selection"]), set(official["train"]))
+        self.assertFalse(set(heldout["train"]) & set(heldout["selection"]))
+
 
 class TestPaperRunOnOfficialNames(unittest.TestCase):
     def test_profile_trains_one_epoch_on_the_official_split_through_monai_bundle_run(self):
-        """285 case folders named as the official lists (links to 3 tiny synthetic cases), the paper's profile
-        with a tiny network: the split file is read, the overlap warned about, one epoch trained, elected, validated."""
+        """285 case folders named as the official lists and grouped as BraTS 2018 is downloaded (HGG/, LGG/; links to 3
+        tiny synthetic cases), the paper's command with a tiny network: the split file is read, the overlap warned
+        about, one epoch trained, elected, validated."""
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             make_dataset(root / "sources", cases=3, size=32, seed=5)
             lists = json.loads(OFFICIAL_SPLIT.read_text())
-            for index, case in enumerate(lists["train_all"]):
+            for index, case in enumerate(lists["train_all"]):  # grouped as the download is: HGG/ and LGG/
                 source = root / "sources" / f"SYNTH_{index % 3:04d}"
-                (root / "data" / case).mkdir(parents=True)
+                folder = root / "data" / ("HGG" if index < 210 else "LGG") / case
+                folder.mkdir(parents=True)
                 for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
-                    os.symlink(
-                        source / f"{source.name}_{suffix}.nii.gz", root / "data" / case / f"{case}_{suffix}.nii.gz"
-                    )
+                    os.symlink(source / f"{source.name}_{suffix}.nii.gz", folder / f"{case}_{suffix}.nii.gz")
             # one epoch that still warms up, elects and validates: the schedule's epochs shrunk to 1
             overrides = {**TINY_NETWORK, "max_epochs": 1, "warmup_epochs": 0, "elect_epoch": 1, "val_interval": 1,
                          "log_every": 50, "output_dir": str(root / "eval"), "ckpt_dir": str(root / "models")}  # fmt: skip
