@@ -65,4 +65,4 @@ package: $(INSTALLED)
 	$(PY) scripts/package_bundle.py pack --version "$(VERSION)" --change "$(CHANGE)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 clean:
-	rm -rf eval mlruns models/*.pt models/*.ts $(DEMO_DATA)
+	rm -rf eval mlruns models/*.pt models/*.ts models/set_aside_* $(DEMO_DATA)

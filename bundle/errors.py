@@ -5,8 +5,9 @@ Every check of the bundle raises :class:`InputError` (a ``ValueError``) or :clas
 how to fix it. ``python -m monai.bundle run`` wraps errors raised in config expressions and
 transforms in ``RuntimeError``\\ s; :func:`excepthook` finds the ``InputError`` behind them and prints
 its message alone. The entry points install it (each config's first ``initialize`` step, through
-:func:`bundle.settings.check_command_line`, and each script's ``main``); importing the package changes
-nothing, so a process that imports it (a MONAI Label server) keeps its own hook. Set ``LCKD_TRACEBACK=1`` to see
+:func:`bundle.settings.check_command_line`, each script's ``main``, and importing the package under
+``python -m monai.bundle``, for commands such as ``ckpt_export`` that run no ``initialize``); any other process
+that imports the package (a MONAI Label server) keeps its own hook. Set ``LCKD_TRACEBACK=1`` to see
 the full traceback.
 """
 

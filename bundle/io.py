@@ -139,7 +139,8 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> Path:
     """
     target = Path(path)
     suffix = ".nii.gz" if target.name.endswith(".nii.gz") else target.suffix
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    # a prefix of the name only: the temporary name must not be longer than the final one (255 bytes at most)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(handle)
     try:
         save(temp_name)

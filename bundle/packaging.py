@@ -138,6 +138,11 @@ def _export_and_check(root: Path, schema: str | os.PathLike | None) -> None:
     verify_net_in_out("network_def", meta_file=str(metadata), config_file=str(config), **overrides)
 
 
+PACK_BACKUP = ".metadata.before-pack.json"
+"""metadata.json as it was before a pack bumped its version, at the bundle root until the zip is in place: a pack that
+was killed in between is undone by the next one."""
+
+
 def pack(
     bundle_root: str | os.PathLike, version: str, change: str, out_dir: str | os.PathLike,
     schema: str | os.PathLike | None = None,
@@ -149,25 +154,34 @@ def pack(
     """
     root = Path(bundle_root).resolve()
     metadata_file = root / "configs" / "metadata.json"
-    previous = metadata_file.read_bytes()
-    bump_version(metadata_file, version, change)
-    try:
-        _export_and_check(root, schema)
-    except Exception:
-        atomic_write(metadata_file, lambda file: file.write(previous))  # a failed pack leaves the version as it was
-        raise
-    write_large_files(root)
+    backup = root / PACK_BACKUP
     target = Path(out_dir) / f"lckd_brats_{version}.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".zip.partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in (*PACKAGED, *LARGE_FILES):
-            path = root / name
-            members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-            for member in members:
-                if "__pycache__" not in member.parts:
-                    archive.write(member, member.relative_to(root).as_posix())
-    os.replace(partial, target)
+    if backup.is_file():  # a pack killed between its version bump and its zip: undo the bump first
+        atomic_write(metadata_file, lambda file: file.write(backup.read_bytes()))
+        logger.warning(f"a previous pack did not finish; {metadata_file} is restored to what it was before it")
+    partial.unlink(missing_ok=True)
+    previous = metadata_file.read_bytes()
+    atomic_write(backup, lambda file: file.write(previous))
+    try:
+        bump_version(metadata_file, version, change)
+        _export_and_check(root, schema)
+        write_large_files(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in (*PACKAGED, *LARGE_FILES):
+                path = root / name
+                members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+                for member in members:
+                    if "__pycache__" not in member.parts:
+                        archive.write(member, member.relative_to(root).as_posix())
+        os.replace(partial, target)
+    except BaseException:
+        atomic_write(metadata_file, lambda file: file.write(previous))  # a failed pack leaves the version as it was
+        partial.unlink(missing_ok=True)
+        backup.unlink(missing_ok=True)
+        raise
+    backup.unlink()
     logger.info(f"packed {target} (version {version}; {', '.join(LARGE_FILES)} with SHA-256 in large_files.yml)")
     return target
 

@@ -427,6 +427,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
             known.update(ConfigParser.load_config_file(args_file))
     except (OSError, ValueError):
         return  # MONAI reports a missing or malformed config file itself
+    _check_workflow_files(_parse_list(files))
     unknown = [name for name in _option_names(argv) if name.split("::")[0] not in known]
     if unknown:
         hints = []
@@ -436,6 +437,23 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
         raise InputError(
             f"unknown setting {', '.join(hints)}: no config of this run has it, so it would change nothing. "
             "Fix the name; the settings are the top-level keys of the config files."
+        )
+
+
+WORKFLOWS = ("train.json", "inference.json")
+"""The bundle's standalone configs; every other config of the bundle is an override merged over train.json."""
+
+
+def _check_workflow_files(files: Sequence[str]) -> None:
+    """Refuse a run made of override configs alone (``evaluate.json`` without ``train.json`` would fail on a missing
+    key deep in MONAI), naming the command that merges them over train.json."""
+    names = [Path(file).name for file in files]
+    if names and not any(name in WORKFLOWS for name in names):
+        merged = ",".join(f"'{file}'" for file in ["configs/train.json", *files])
+        raise InputError(
+            f"{', '.join(files)} {'is an override' if len(files) == 1 else 'are overrides'} merged over train.json, "
+            f'not a workflow of its own; run: python -m monai.bundle run --config_file "[{merged}]" (and the same '
+            "other options)."
         )
 
 

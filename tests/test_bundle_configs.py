@@ -147,9 +147,11 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
             run_workflow(
                 ["train.json", "evaluate.json"],
                 dataset_dir=str(self.dataset),
+                datalist_file=str(Path(tmp) / "datalist.json"),
                 ckpt_path=str(ckpt),
                 output_dir=str(out),
                 val_fraction=0.25,
+                test_fraction=0.2,
                 **WITHOUT_NETWORK_KEYS,  # the network is rebuilt from the checkpoint's record
             )
             self.assertTrue((out / "report").is_symlink())

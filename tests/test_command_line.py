@@ -6,6 +6,7 @@ files left behind.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -18,6 +19,7 @@ from tempfile import TemporaryDirectory
 
 import torch
 
+from bundle.networks import read_record
 from tests.conftest import (
     BUNDLE_ROOT,
     SUBPROCESS_ENV,
@@ -96,6 +98,43 @@ class TestTraining(CommandLineTestCase):
             self.assert_one_line_error(result, "the loss is not finite at epoch 1, iteration ", "cases SYNTH_")
             self.assertEqual(list((work / "models").glob("*.pt")), [])
 
+    def test_a_run_that_starts_over_sets_aside_the_earlier_runs_checkpoints(self):
+        """An earlier run left epoch 3; a run started over (--resume false) for 2 epochs, then resumed to 4, must
+        continue from its own epoch 2, and the earlier run's files must still exist."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            short = ["--elect_epoch", "1", "--val_interval", "1"]
+            self.assertEqual(self._train(work, "--max_epochs", "3", "--resume", "false", *short).returncode, 0)
+            earlier = {p.name: p.read_bytes() for p in (work / "models").glob("*.pt")}
+            self.assertIn("latest_checkpoint_epoch=3.pt", earlier)
+            over = self._train(work, "--max_epochs", "2", "--resume", "false", *short)
+            self.assertEqual(over.returncode, 0, over.stderr[-2000:])
+            self.assertIn("this training starts over, so the earlier run's", over.stdout + over.stderr)
+            (aside,) = (work / "models").glob("set_aside_*")
+            self.assertEqual({p.name: p.read_bytes() for p in aside.iterdir()}, earlier)
+            resumed = self._train(work, "--max_epochs", "4", *short)
+            self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
+            self.assertIn("latest_checkpoint_epoch=2.pt (epoch 2", resumed.stdout + resumed.stderr)
+            self.assertEqual(
+                sorted(p.name for p in (work / "models").glob("latest_*.pt")), ["latest_checkpoint_epoch=4.pt"]
+            )
+            self.assertEqual({p.name: p.read_bytes() for p in aside.iterdir()}, earlier)
+
+    def test_a_truncated_disk_cache_file_is_recomputed_with_one_warning(self):
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            args = ["--max_epochs", "1", "--elect_epoch", "1", "--cache", "disk", "--cache_dir", str(work / "cache"),
+                    "--resume", "false"]  # fmt: skip
+            self.assertEqual(self._train(work, *args).returncode, 0)
+            cached = sorted((work / "cache").glob("*.pt"))
+            cached[0].write_bytes(cached[0].read_bytes()[:500])  # a kill or a full disk while it was written
+            again = self._train(work, *args)
+            output = again.stdout + again.stderr
+            self.assertEqual(again.returncode, 0, output[-3000:])
+            self.assertNotIn("Traceback", output)
+            self.assertEqual(output.count(f"cache file {cached[0]} (case SYNTH_"), 1, output[-3000:])
+            torch.load(cached[0], weights_only=False)  # written again, whole
+
     def test_a_case_in_two_splits_is_found_before_training(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -106,6 +145,78 @@ class TestTraining(CommandLineTestCase):
             result = self._train(work, "--max_epochs", "1", "--elect_epoch", "1")
             self.assert_one_line_error(result, "puts cases in two splits: SYNTH_0000 (training and validation)")
             self.assertEqual(list((work / "models").glob("*.pt")), [])
+
+
+class TestModelPathAndSplits(CommandLineTestCase):
+    """Issue 26: one model path in every workflow; a case listed twice; an override run alone; a long case name."""
+
+    def test_elect_and_evaluate_follow_ckpt_dir_and_leave_the_default_model_alone(self):
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "models").mkdir()
+            (work / "models" / "model.pt").write_bytes(b"another model, in the default place")
+            (work / "trained").mkdir()
+            tiny_checkpoint(work / "trained" / "model.pt")
+            common = ["--bundle_root", str(work), "--ckpt_dir", str(work / "trained"), "--dataset_dir",
+                      str(self.dataset), "--output_dir", str(work / "eval"), "--metadata_file", str(fresh_metadata(work)),
+                      "--datalist_file", str(work / "datalist.json"), "--mlflow", "false", "--resamples", "10",
+                      *TINY_ARGS]  # fmt: skip
+            elect = bundle_run(["train.json", "elect.json"], *common)
+            self.assertEqual(elect.returncode, 0, elect.stderr[-3000:])
+            self.assertIsNotNone(read_record(work / "trained" / "model.pt")["teachers"])  # elected into this model
+            common = [arg for arg in common if arg not in ("--resamples", "10")]
+            evaluate = bundle_run(["train.json", "evaluate.json"], *common, "--lesion_wise", "false")
+            self.assertEqual(evaluate.returncode, 0, evaluate.stderr[-3000:])
+            self.assertIn(f"teachers ({work / 'trained' / 'model.pt'})", evaluate.stdout + evaluate.stderr)
+            self.assertEqual((work / "models" / "model.pt").read_bytes(), b"another model, in the default place")
+
+    def test_a_case_listed_twice_is_refused(self):
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            case = {"case": "SYNTH_0000", "flair": "SYNTH_0000/SYNTH_0000_flair.nii.gz",
+                    "label": "SYNTH_0000/SYNTH_0000_seg.nii.gz"}  # fmt: skip
+            other = {**case, "case": "SYNTH_0003", "flair": "SYNTH_0003/SYNTH_0003_flair.nii.gz",
+                     "label": "SYNTH_0003/SYNTH_0003_seg.nii.gz"}  # fmt: skip
+            (work / "datalist.json").write_text(json.dumps({"training": [case, case], "validation": [other]}))
+            result = bundle_run(
+                ["train.json"], "--dataset_dir", str(self.dataset), "--datalist_file", str(work / "datalist.json"),
+                "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),
+                "--metadata_file", str(fresh_metadata(work)), *TINY_ARGS, "--max_epochs", "1", "--elect_epoch", "1",
+            )  # fmt: skip
+            self.assert_one_line_error(result, "training lists SYNTH_0000 twice")
+            self.assertEqual(list((work / "models").glob("*.pt")), [])
+
+    def test_an_override_config_run_alone_names_the_command(self):
+        for override in ("evaluate.json", "elect.json"):
+            result = bundle_run([override], "--dataset_dir", str(self.dataset))
+            self.assert_one_line_error(
+                result,
+                f"configs/{override} is an override merged over train.json",
+                "--config_file \"['configs/train.json','configs/" + override + "']\"",
+            )
+
+    def test_a_long_case_name_is_written(self):
+        """A 225-character case name: the temporary file must not be longer than the final one."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            tiny_checkpoint(work / "model.pt")
+            name = "C" * 225
+            for path in (self.dataset / "SYNTH_0002").iterdir():
+                target = work / "data" / name / path.name.replace("SYNTH_0002", name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+            network = [
+                a for k in ("filters", "kernel_size", "strides") for a in (f"--{k}", json.dumps(TINY_OVERRIDES[k]))
+            ]
+            result = bundle_run(
+                ["inference.json"], "--dataset_dir", str(work / "data"), "--ckpt_path", str(work / "model.pt"),
+                "--output_dir", str(work / "out"), "--num_workers", "0", *network,
+            )  # fmt: skip
+            self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+            self.assertEqual(
+                sorted(p.name for p in (work / "out").iterdir()),
+                [f"{name}_flair_seg.nii.gz", f"{name}_modalities.json"],
+            )
 
 
 class TestInference(CommandLineTestCase):
@@ -130,6 +241,59 @@ class TestInference(CommandLineTestCase):
             self.assert_one_line_error(result, "could not write the segmentation of ", "File too large")
             self.assertEqual(list((work / "out").iterdir()), [])  # no empty segmentation, no sidecar claiming one
 
+    def test_a_flipped_bit_inside_a_gzip_file_is_found(self):
+        """A stored (uncompressed) gzip block decompresses whatever its bytes: only the gzip checksum tells."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            tiny_checkpoint(work / "model.pt")
+            dataset = self._one_case(work)
+            path = dataset / "SYNTH_0002" / "SYNTH_0002_t1ce.nii.gz"
+            raw = gzip.decompress(path.read_bytes())
+            damaged = bytearray(gzip.compress(raw, compresslevel=0))
+            damaged[len(damaged) // 2] ^= 0x40
+            path.write_bytes(bytes(damaged))
+            result = self._infer(work, dataset)
+            self.assert_one_line_error(result, "SYNTH_0002_t1ce.nii.gz fails its gzip checksum")
+            self.assertFalse((work / "out").exists() and any((work / "out").iterdir()))
+
+    def test_an_output_folder_inside_the_dataset_folder_is_no_case(self):
+        """--output_dir inside --dataset_dir: the second run skips the segmentations folder instead of calling it a
+        case folder without images (and advising its removal)."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            tiny_checkpoint(work / "model.pt")
+            dataset = self._one_case(work)
+            network = [
+                a for k in ("filters", "kernel_size", "strides") for a in (f"--{k}", json.dumps(TINY_OVERRIDES[k]))
+            ]
+            for output in ("segs", "segs_again"):  # the second run meets the first run's output folder
+                result = bundle_run(
+                    ["inference.json"], "--dataset_dir", str(dataset), "--ckpt_path", str(work / "model.pt"),
+                    "--output_dir", str(dataset / output), "--num_workers", "0", *network,
+                )  # fmt: skip
+                self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+            self.assertIn(
+                f"skipping {dataset / 'segs'}: it holds segmentations or run outputs", result.stdout + result.stderr
+            )
+            for output in ("segs", "segs_again"):
+                self.assertEqual(
+                    sorted(p.name for p in (dataset / output).iterdir()),
+                    ["SYNTH_0002_flair_seg.nii.gz", "SYNTH_0002_modalities.json"],
+                )
+
+    def test_a_sidecar_that_cannot_be_written_leaves_no_segmentation_without_it(self):
+        """The segmentation is written, then its <case>_modalities.json fails (here: a folder holds its name)."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            tiny_checkpoint(work / "model.pt")
+            (work / "out" / "SYNTH_0002_modalities.json").mkdir(parents=True)
+            result = self._infer(work, self._one_case(work))
+            self.assert_one_line_error(
+                result, f"could not write {work / 'out' / 'SYNTH_0002_modalities.json'}",
+                "SYNTH_0002_flair_seg.nii.gz was removed, so that no segmentation lacks its record",
+            )  # fmt: skip
+            self.assertEqual(sorted(p.name for p in (work / "out").iterdir()), ["SYNTH_0002_modalities.json"])
+
     def test_a_checkpoint_carrying_code_is_refused_unread(self):
         class Payload:
             def __reduce__(self):
@@ -145,6 +309,27 @@ class TestInference(CommandLineTestCase):
             )
             self.assertNotIn("weights_only=False", result.stdout + result.stderr)
             self.assertFalse(marker.exists())
+
+    def test_ckpt_export_of_a_checkpoint_carrying_code_is_one_line_and_never_runs_it(self):
+        class Payload:
+            def __reduce__(self):
+                return (os.mkdir, (str(marker),))
+
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            marker = work / "payload_ran"
+            torch.save({"model": Payload()}, work / "model.pt")
+            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+            result = subprocess.run(
+                [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
+                 str(work / "model.ts"), "--ckpt_file", str(work / "model.pt"), "--meta_file",
+                 str(fresh_metadata(work)), "--config_file", "configs/inference.json", "--ckpt_path",
+                 str(work / "model.pt")],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            self.assert_one_line_error(result, "holds Python objects other than weights (posix.mkdir)")
+            self.assertFalse(marker.exists())
+            self.assertFalse((work / "model.ts").exists())
 
     def test_a_broken_link_at_a_sequence_name_is_an_error_not_a_missing_sequence(self):
         with TemporaryDirectory() as tmp:

@@ -1,8 +1,10 @@
 import json
+import os
 import shutil
 import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -14,9 +16,20 @@ from parameterized import parameterized
 
 from bundle.conventions import case_name, file_stem
 from bundle.data import discover_cases, load_datalist, make_dataset, split_cases
+from bundle.errors import InputError
 from tests.conftest import BUNDLE_ROOT, stacked_case
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+
+
+def _hide_children_of(folder: Path):
+    """``Path.iterdir`` as a folder without read permission looks to its owner's peers: nothing inside it."""
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        return iter(()) if self == folder else real_iterdir(self)
+
+    return iterdir
 
 
 def brats2023_copy(src: Path, dst: Path) -> None:
@@ -99,6 +112,21 @@ class TestDiscovery(unittest.TestCase):
                 [(c["case"], c["group"]) for c in cases],
             )
             self.assertTrue(stored["training"][0]["flair"].startswith(("HGG/", "LGG/")))
+
+    def test_an_unreadable_case_folder_says_permission_denied(self):
+        """A case folder this user may not read (simulated: the tests run as root, whom no permission stops)."""
+        with TemporaryDirectory() as tmp:
+            root = Path(tmp) / "data"
+            shutil.copytree(self.root, root)
+            locked = root / "SYNTH_0003"
+            real_access, real_lexists = os.access, os.path.lexists
+            with (
+                mock.patch("os.access", lambda p, mode: Path(p) != locked and real_access(p, mode)),
+                mock.patch("os.path.lexists", lambda p: Path(p).parent != locked and real_lexists(p)),
+                mock.patch("pathlib.Path.iterdir", _hide_children_of(locked)),
+            ):
+                with self.assertRaisesRegex(InputError, r"SYNTH_0003 cannot be read \(permission denied\)"):
+                    discover_cases(root)
 
     def test_unknown_layout_is_explained(self):
         with TemporaryDirectory() as tmp:

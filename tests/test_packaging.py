@@ -59,18 +59,51 @@ class TestBumpVersion(unittest.TestCase):
             self.assertIn(current, written["changelog"])
 
 
+def _sender(folder: Path) -> Path:
+    """A copy of the bundle with tiny weights, as a site that packs it has it."""
+    for name in ("configs", "bundle", "jobs", "docs", "scripts"):
+        shutil.copytree(BUNDLE_ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("LICENSE", "README.md", "pyproject.toml"):
+        shutil.copy(BUNDLE_ROOT / name, folder / name)
+    fresh_metadata(folder / "configs")
+    (folder / "models").mkdir()
+    tiny_checkpoint(folder / "models" / "model.pt")
+    return folder
+
+
+class TestPackKilled(unittest.TestCase):
+    def test_a_pack_killed_after_its_version_bump_is_undone_by_the_next(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            sender = _sender(tmp / "sender")
+            before = json.loads((sender / "configs" / "metadata.json").read_text())
+            killed = subprocess.run(
+                [sys.executable, "-c",
+                 "import os, signal, sys; import bundle.packaging as p; "
+                 "p._export_and_check = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+                 "p.main(sys.argv[1:])", "pack", "--version", "9.1.0", "--change", "x", "--out", str(tmp / "dist")],
+                cwd=sender, capture_output=True, text=True, timeout=300, env={**SUBPROCESS_ENV, "PYTHONPATH": str(sender)},
+            )  # fmt: skip
+            self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
+            self.assertEqual(json.loads((sender / "configs" / "metadata.json").read_text())["version"], "9.1.0")
+            again = _command(
+                ["pack", "--version", "9.1.0", "--change", "tiny weights", "--out", str(tmp / "dist")], sender
+            )
+            self.assertEqual(again.returncode, 0, again.stderr[-2000:])
+            self.assertIn("a previous pack did not finish", again.stderr)
+            after = json.loads((sender / "configs" / "metadata.json").read_text())
+            self.assertEqual(after["version"], "9.1.0")
+            self.assertEqual(after["changelog"]["9.1.0"], "tiny weights")
+            self.assertEqual(set(after["changelog"]) - set(before["changelog"]), {"9.1.0"})
+            self.assertEqual(sorted(p.name for p in (tmp / "dist").iterdir()), ["lckd_brats_9.1.0.zip"])
+            self.assertFalse((sender / ".metadata.before-pack.json").exists())
+
+
 class TestPackageRoundTrip(TinyDatasetTestCase):
     def test_pack_unpack_verify_run_and_refuse_a_flipped_byte(self):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            sender = tmp / "sender"
-            for name in ("configs", "bundle", "jobs", "docs", "scripts"):
-                shutil.copytree(BUNDLE_ROOT / name, sender / name, ignore=shutil.ignore_patterns("__pycache__"))
-            for name in ("LICENSE", "README.md", "pyproject.toml"):
-                shutil.copy(BUNDLE_ROOT / name, sender / name)
-            fresh_metadata(sender / "configs")
-            (sender / "models").mkdir()
-            tiny_checkpoint(sender / "models" / "model.pt")
+            sender = _sender(tmp / "sender")
 
             packed = _command(
                 ["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist")], sender

@@ -14,11 +14,14 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-from monai.data import CacheDataset, Dataset, PersistentDataset
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import pickle_hashing
 from monai.transforms import convert_to_contiguous
 
@@ -122,12 +125,57 @@ def _file_signature_hash(modalities: Sequence[str]) -> Callable[[Mapping[str, An
     return item_hash
 
 
+def _loadable(value: Any) -> Any:
+    """``value`` with the numpy arrays, numpy scalars and enums inside MetaTensors' metadata and applied transforms made
+    tensors, Python numbers and strings, so that the cached file loads with ``torch.load(weights_only=True)`` and keeps what ``Invertd``
+    needs to map a prediction back to the input's grid."""
+    if isinstance(value, MetaTensor):
+        value.meta = _loadable(dict(value.meta))
+        value.applied_operations = _loadable(list(value.applied_operations))
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Enum):  # MONAI's TraceKeys, SpaceKeys: str enums, which torch.load would refuse
+        return value.value
+    if isinstance(value, dict):
+        return {_loadable(key): _loadable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_loadable(item) for item in value)
+    return value
+
+
 class CompactPersistentDataset(PersistentDataset):
     """``PersistentDataset`` that stores each case contiguously, as ``CacheDataset(as_contiguous=True)`` keeps it:
-    a cropped tensor is a view of the uncropped one, and ``torch.save`` would write the whole uncropped volume."""
+    a cropped tensor is a view of the uncropped one, and ``torch.save`` would write the whole uncropped volume. Cases
+    keep their metadata and applied transforms (``track_meta``), which validation needs to score on the input's grid.
+
+    A cached file that cannot be read (truncated by a full disk or a kill: MONAI recomputes only files with a bad
+    pickle header and raises for the rest) is recomputed too, with one warning naming it and its case.
+    """
 
     def _pre_transform(self, item_transformed: Any) -> Any:
-        return convert_to_contiguous(super()._pre_transform(item_transformed))
+        return _loadable(convert_to_contiguous(super()._pre_transform(item_transformed)))
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        try:
+            return super()._cachecheck(item_transformed)
+        except (RuntimeError, EOFError, OSError) as error:
+            if self.cache_dir is None:
+                raise
+            name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash  # as MONAI names it
+            hashfile = Path(self.cache_dir) / f"{name}.pt"
+            if not hashfile.is_file():
+                raise
+            logger.warning(
+                f"cache file {hashfile} (case {item_transformed.get('case', '?')}) is unreadable "
+                f"({str(error).splitlines()[0][:120]}); it is deleted and the case preprocessed again."
+            )
+            hashfile.unlink()
+            computed = super()._cachecheck(item_transformed)
+            # as the other cases of the batch come: loaded from the cache (tensors, not the arrays just computed)
+            return torch.load(hashfile, weights_only=self.weights_only) if hashfile.is_file() else computed
 
 
 def cached_dataset(
@@ -158,6 +206,7 @@ def cached_dataset(
         return CompactPersistentDataset(
             data=data,
             transform=transform,
+            track_meta=True,
             cache_dir=cache_dir,
             hash_func=_file_signature_hash(modalities),
             hash_transform=pickle_hashing,

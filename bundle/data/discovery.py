@@ -15,6 +15,7 @@ from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json, unreadable_reason
 
 __all__ = [
+    "holds_outputs",
     "case_folders",
     "detect_layout",
     "dataset_convention",
@@ -65,6 +66,22 @@ def case_folders(root: Path, modalities: Sequence[str] = DEFAULT_MODALITIES) -> 
         else:
             found.append((folder, None))
     return found
+
+
+OUTPUT_MARKERS = ("*_seg.nii.gz", "*_modalities.json", "checked_files.json", "mlruns.db", "*.pt", "report")
+"""Files and folders the bundle writes (segmentations, their sidecars, a run's output folder, checkpoints): a folder
+of the dataset holding any of them and no case files is an output folder, which discovery skips."""
+
+
+def holds_outputs(folder: Path) -> bool:
+    """Whether ``folder`` holds what the bundle writes (:data:`OUTPUT_MARKERS`), e.g. an ``--output_dir`` placed inside
+    the dataset folder.
+
+    Example:
+        >>> holds_outputs(Path("data/phantoms/segs"))  # doctest: +SKIP
+        True
+    """
+    return any(next(folder.glob(pattern), None) is not None for pattern in OUTPUT_MARKERS)
 
 
 def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES) -> str:
@@ -154,6 +171,7 @@ def discover_cases(
     dataset_dir: str | os.PathLike,
     modalities: Sequence[str] = DEFAULT_MODALITIES,
     dataset_format: str = "auto",
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> list[dict]:
     """One data dict per case: ``{"case", <modality>: path, ..., "label": path, "mask"}``, and ``"group"`` for a case
     found in a grouping folder (BraTS 2018's ``HGG/`` and ``LGG/``, see :func:`case_folders`).
@@ -166,6 +184,8 @@ def discover_cases(
         dataset_dir: folder holding one folder per case, or grouping folders of case folders.
         modalities: modality names in canonical order.
         dataset_format: a key of :data:`LAYOUTS` or ``"auto"`` to detect it.
+        exclude: folders of the run itself (its ``output_dir``, ``ckpt_dir``, ``cache_dir``), never cases; a folder
+            holding segmentations or run outputs (:func:`holds_outputs`) is skipped too.
 
     Raises:
         ValueError: unknown ``dataset_format``, or a case folder without any modality file.
@@ -178,18 +198,29 @@ def discover_cases(
     if dataset_format not in LAYOUTS:
         raise InputError(f"dataset_format must be 'auto', {MSD!r} or one of {list(LAYOUTS)}, got {dataset_format!r}.")
     layout = LAYOUTS[dataset_format]
+    own = {Path(folder).resolve() for folder in exclude if folder}
     cases = []
     for case_dir, group in case_folders(Path(dataset_dir), modalities):
+        if case_dir.resolve() in own:
+            continue
         item: dict = {"case": case_dir.name}
         for modality in modalities:
             path = _file(case_dir, layout, layout["names"].get(modality, modality))
             if path is not None:
                 item[modality] = str(path)
         if len(item) == 1:
+            if not os.access(case_dir, os.R_OK | os.X_OK):
+                raise InputError(
+                    f"case folder {case_dir} cannot be read (permission denied); give this user read access to it "
+                    "(chmod/chown), or move it out of dataset_dir."
+                )
+            if holds_outputs(case_dir):
+                logger.info(f"skipping {case_dir}: it holds segmentations or run outputs, not a case")
+                continue
             expected = [f"{case_dir.name}{layout['separator']}{layout['names'].get(m, m)}.nii.gz" for m in modalities]
             raise InputError(
                 f"case folder {case_dir} has no modality file; expected at least one of {expected}. "
-                "Remove the folder or add its images."
+                "Name its images as the layout does, or move the folder out of dataset_dir."
             )
         label = _file(case_dir, layout, layout["label"])
         if label is not None:
@@ -229,17 +260,33 @@ def _relative(item: dict, root: Path, keys: Sequence[str]) -> dict:
     return {k: os.path.relpath(v, root) if k in keys else v for k, v in item.items()}
 
 
+def _case_key(item: Mapping[str, Any]) -> str:
+    return str(item.get("case") or item.get("label") or item.get("image") or json.dumps(item, sort_keys=True))
+
+
 def _shared_cases(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, str, str]]:
     """``(case, first split, later split)`` for every case a datalist puts in a second split, in split order."""
     seen: dict[str, str] = {}
     shared = []
     for split in SPLITS:
         for item in datalist.get(split, []):
-            case = str(item.get("case") or item.get("label") or item.get("image") or json.dumps(item))
+            case = _case_key(item)
             if seen.get(case, split) != split:
                 shared.append((case, seen[case], split))
             seen.setdefault(case, split)
     return shared
+
+
+def _check_repeats(datalist: Mapping[str, Sequence[Mapping[str, Any]]], source: Path) -> None:
+    """Refuse a case listed twice in one split: it would be trained on, or scored, twice."""
+    problems = []
+    for split in SPLITS:
+        names = [_case_key(item) for item in datalist.get(split, [])]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append(f"{split} lists {', '.join(repeated[:5])}{' ...' if len(repeated) > 5 else ''} twice")
+    if problems:
+        raise InputError(f"{source}: {'; '.join(problems)}; list each case once (remove the repeats from {source}).")
 
 
 def _resolve_paths(item: Mapping[str, Any], root: Path, keys: Sequence[str], source: Path, fix: str) -> dict:
@@ -268,6 +315,7 @@ def _check_stored_datalist(stored: Any, path: Path) -> None:
             problems.append(f'"{split}" must be a list of case objects, got {json.dumps(items)[:60]}')
     if problems:
         raise InputError(f"{path}: {'; '.join(problems)}; {fix}")
+    _check_repeats(stored, path)
     problems = [f"{case} ({first} and {split})" for case, first, split in _shared_cases(stored)]
     if problems:
         raise InputError(
@@ -306,6 +354,7 @@ def split_from_file(
     modalities: Sequence[str] = DEFAULT_MODALITIES,
     dataset_format: str = "auto",
     allow_overlap: bool = False,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> dict[str, list[dict]]:
     """The split that ``split_file`` prescribes, as ``{"training", "validation", "test"}`` lists of data dicts.
 
@@ -341,7 +390,7 @@ def split_from_file(
                 item.setdefault("case", file_stem(Path(item.get("label") or item.get("image") or "")))
                 datalist[split].append(item)
     else:
-        cases = {item["case"]: item for item in discover_cases(root, modalities, dataset_format)}
+        cases = {item["case"]: item for item in discover_cases(root, modalities, dataset_format, exclude)}
         missing = sorted({str(case) for name in lists.values() for case in stored[name] if case not in cases})
         if missing:
             raise InputError(
@@ -351,6 +400,7 @@ def split_from_file(
             )
         for split, name in lists.items():
             datalist[split] = [dict(cases[case]) for case in stored[name]]
+    _check_repeats(datalist, path)
     _overlap_problem(datalist, path, allow_overlap)
     logger.info(
         f"split from {path}: "
@@ -370,6 +420,7 @@ def load_datalist(
     split_file: str | os.PathLike | None = None,
     split_lists: dict[str, str] | None = None,
     allow_split_overlap: bool = False,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> dict[str, list[dict]]:
     """The dataset's split, read from ``datalist_file`` or made once and written there.
 
@@ -388,7 +439,9 @@ def load_datalist(
     """
     modalities = check_modalities(modalities)
     if split_file:
-        return split_from_file(dataset_dir, split_file, split_lists, modalities, dataset_format, allow_split_overlap)
+        return split_from_file(
+            dataset_dir, split_file, split_lists, modalities, dataset_format, allow_split_overlap, exclude
+        )
     root = Path(dataset_dir).resolve()
     path_keys = [*modalities, "image", "label"]
     datalist_path = Path(datalist_file) if datalist_file else root / "datalist.json"
@@ -405,7 +458,7 @@ def load_datalist(
             split: [_resolve_paths(item, root, path_keys, datalist_path, fix) for item in stored.get(split, [])]
             for split in SPLITS
         }
-    datalist = split_cases(discover_cases(root, modalities, dataset_format), val_fraction, test_fraction, seed)
+    datalist = split_cases(discover_cases(root, modalities, dataset_format, exclude), val_fraction, test_fraction, seed)
     stored = {split: [_relative(item, root, path_keys) for item in items] for split, items in datalist.items()}
     stored.update({"modalities": list(modalities), "seed": seed})
     try:

@@ -7,6 +7,7 @@ user fixes them in one pass.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import os
@@ -144,7 +145,25 @@ def _spatial_shape(path: str, image: Any, channels: int | None, problems: list[s
     return None
 
 
+def _gzip_problem(path: str) -> str | None:
+    """A ``.gz`` file read to its end, so that gzip verifies its checksum (nibabel reads only the bytes it needs, so a
+    flipped bit inside the data would pass as a wrong voxel value)."""
+    if not str(path).endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as file:
+            while file.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        return f"{path} fails its gzip checksum ({type(error).__name__}: {error}): the file is corrupt; copy or export it again."
+    return None
+
+
 def _check_voxels(path: str, image: Any, label_values: Sequence[int] | None, problems: list[str]) -> bool:
+    damaged = _gzip_problem(path)
+    if damaged:
+        problems.append(damaged)
+        return False
     try:
         data = np.asanyarray(image.dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as error:

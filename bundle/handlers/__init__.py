@@ -8,6 +8,7 @@ from bundle.handlers.checkpoint import (
     latest_checkpoint,
     non_finite_entries,
     resume_from_latest,
+    set_aside,
 )
 from bundle.handlers.dropping import DROPPING_SCHEDULES, ModalityDropping, draw_kept_sequences
 from bundle.handlers.election import ElectionHandler
@@ -23,6 +24,7 @@ __all__ = [
     "non_finite_entries",
     "latest_checkpoint",
     "resume_from_latest",
+    "set_aside",
     "DROPPING_SCHEDULES",
     "ModalityDropping",
     "draw_kept_sequences",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "CheckedCheckpointLoader",
     "non_finite_entries",
+    "set_aside",
     "latest_checkpoint",
     "resume_from_latest",
 ]
@@ -154,6 +156,31 @@ class CheckedCheckpointLoader(CheckpointLoader):
             if model is None:
                 raise
             raise mismatch_error(self.load_path, get_state_dict(model), checkpoint.get("model", checkpoint)) from None
+
+
+def set_aside(ckpt_dir: str | os.PathLike, prefix: str = "latest", model: str = "model.pt") -> Path | None:
+    """Move an earlier run's checkpoints (``<prefix>_*.pt`` and ``model``) out of the way of a run that starts over.
+
+    A training started with ``resume: false`` owns none of them; left in ``ckpt_dir``, the next resumed run would
+    take the earlier run's newest checkpoint for its own (and delete the new run's), and the new run's first
+    validation would replace the earlier best model. They go to ``ckpt_dir/set_aside_<time>/``, not deleted.
+
+    Returns:
+        The folder they went to, or ``None`` when there was nothing to set aside.
+    """
+    folder = Path(ckpt_dir)
+    earlier = sorted(folder.glob(f"{prefix}_*.pt")) + ([folder / model] if (folder / model).is_file() else [])
+    if not earlier:
+        return None
+    target = folder / f"set_aside_{time.strftime('%Y%m%d_%H%M%S')}"
+    target.mkdir(exist_ok=True)
+    for path in earlier:
+        os.replace(path, target / path.name)
+    logger.warning(
+        f"resume is false: this training starts over, so the earlier run's {', '.join(p.name for p in earlier)} were "
+        f"moved to {target} (not deleted)."
+    )
+    return target
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:

@@ -71,6 +71,8 @@ class ElectionHandler:
         to_labels: the path from output to label map (:class:`bundle.transforms.PredictionToLabelsd`), so that the
             election scores what inference would write; default: on the network's grid, no post-processing.
         convention: label values of the dataset.
+        write_on_elect: write metadata.json at each election; ``False`` for ``elect.json``, which writes it only once
+            the elected teachers are in ``model.pt`` (:meth:`model_saved`), so the two never disagree.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class ElectionHandler:
         seed: int = 0,
         to_labels: Callable[[dict], Mapping] | None = None,
         convention: str = "brats2021",
+        write_on_elect: bool = True,
     ) -> None:
         if elect_epoch < 1:
             raise InputError(
@@ -108,6 +111,7 @@ class ElectionHandler:
         self.seed = seed
         self.to_labels = to_labels or PredictionToLabelsd("pred", transform=None, convention=convention)
         self.convention = convention
+        self.write_on_elect = bool(write_on_elect)
         self.result: dict[str, Any] = {}
         self.model_election: dict[str, Any] = {}
         self._epoch: int | None = None
@@ -213,7 +217,8 @@ class ElectionHandler:
         if self.resamples > 0:
             result["win_rate"] = bootstrap_win_rate(dice, self.modalities, self.resamples, self.seed)
         self.load_state_dict({**result, MODEL_ELECTION: self.model_election})
-        self.write_metadata()
+        if self.write_on_elect:
+            self.write_metadata()
         logger.info(
             f"teacher election at {where} on {dice.shape[0]} validation cases (single-modality Dice):\n{format_election(result)}"
         )

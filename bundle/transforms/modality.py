@@ -173,6 +173,8 @@ class RecordModalitiesd(MapTransform):
             them itself, after its segmentation).
         case_key: key of the case name; when absent, the image file name is used.
         image_key: key of the image whose ``filename_or_obj`` names the case otherwise.
+        pred_key: key of the saved segmentation, whose ``saved_to`` (MONAI's ``savepath_in_metadict``) names its
+            file: when the sidecar cannot be written, that file is removed, so no segmentation lacks its record.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class RecordModalitiesd(MapTransform):
         output_dir: str | None = ".",
         case_key: str = "case",
         image_key: str = "image",
+        pred_key: str = "pred",
     ) -> None:
         super().__init__([mask_key])
         self.mask_key = mask_key
@@ -189,6 +192,7 @@ class RecordModalitiesd(MapTransform):
         self.output_dir = output_dir
         self.case_key = case_key
         self.image_key = image_key
+        self.pred_key = pred_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -197,6 +201,16 @@ class RecordModalitiesd(MapTransform):
         used = [m for m, present in zip(self.modalities, mask) if present]
         missing = [m for m, present in zip(self.modalities, mask) if not present]
         if self.output_dir is not None:
-            write_modalities_record(self.output_dir, case, used, missing)
+            try:
+                write_modalities_record(self.output_dir, case, used, missing)
+            except OSError as error:
+                saved = getattr(d.get(self.pred_key), "meta", {}).get("saved_to")
+                if saved:
+                    Path(saved).unlink(missing_ok=True)
+                raise InputError(
+                    f"could not write {Path(self.output_dir) / f'{case}_modalities.json'} ({error.strerror or error}); "
+                    + (f"{Path(saved).name} was removed, so that no segmentation lacks its record; " if saved else "")
+                    + "free disk space or point --output_dir at a writable folder, then run again."
+                ) from None
         logger.info(f"{case}: segmented from {'+'.join(used)}" + (f" (missing {'+'.join(missing)})" if missing else ""))
         return d
