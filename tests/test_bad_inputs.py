@@ -95,6 +95,18 @@ def _write_metadata(root: Path, teachers: dict) -> Path:
     return path
 
 
+def _lying_header(path: Path) -> Path:
+    """Rewrite ``path`` whole, but with a header claiming twice the slices its data holds."""
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj)
+    header = image.header.copy()
+    header.set_data_shape((*data.shape[:2], data.shape[2] * 2))
+    offset = int(header["vox_offset"])
+    raw = header.binaryblock + b"\0" * (offset - len(header.binaryblock)) + data.tobytes(order="F")
+    path.write_bytes(gzip.compress(raw))
+    return path
+
+
 def _truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -235,7 +247,7 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("dataset_dir_empty", _empty_dir, r"is empty"),
     ("no_recognisable_layout", _no_layout, r"matches a known layout"),
     ("unknown_dataset_format", lambda root: dataset_convention(root, "brats2019"), r"dataset_format must be"),
-    ("case_with_every_modality_missing", _only_label, r"has no modality file.*Remove the folder"),
+    ("case_with_every_modality_missing", _only_label, r"has no modality file.*move the folder out of dataset_dir"),
     (
         "unknown_modality_in_config",
         lambda root: _check(root, ["flair", "t1", "t1ce", "dwi"]),
@@ -273,7 +285,7 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "4d_image_where_3d_expected",
         lambda root: (_rewrite(root, "t1", np.ones((SIZE, SIZE, SIZE, 2), np.float32)), _check(root)),
-        r"SYNTH_0000_t1.nii.gz is a 4D image of shape \[16, 16, 16, 2\].*MSD layout",
+        r"SYNTH_0000_t1.nii.gz is a 4D image holding 2 volumes, of shape \[16, 16, 16, 2\].*MSD layout",
     ),
     (
         "msd_4d_with_wrong_channel_count",
@@ -283,7 +295,32 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "2d_image",
         lambda root: (_rewrite(root, "flair", np.ones((SIZE, SIZE), np.float32)), _check(root)),
-        r"SYNTH_0000_flair.nii.gz is a 2D image of shape \[16, 16\]",
+        r"SYNTH_0000_flair.nii.gz is a 2D image \(a single slice\), of shape \[16, 16\]",
+    ),
+    (
+        "5d_image_with_singleton_axes",
+        lambda root: (_rewrite(root, "flair", np.ones((SIZE, SIZE, SIZE, 1, 1), np.float32)), _check(root)),
+        r"SYNTH_0000_flair.nii.gz is a 5D image holding 1 volume, of shape \[16, 16, 16, 1, 1\]",
+    ),
+    (
+        "5d_image_with_two_volumes",
+        lambda root: (_rewrite(root, "flair", np.ones((SIZE, SIZE, SIZE, 1, 2), np.float32)), _check(root)),
+        r"SYNTH_0000_flair.nii.gz is a 5D image holding 2 volumes, of shape \[16, 16, 16, 1, 2\]",
+    ),
+    (
+        "first_sequence_header_claims_more_voxels_than_the_file_holds",
+        lambda root: (_lying_header(_file(root, "flair")), _check(root)),
+        r"(?s)^(?!.*co-registered)(?!.*has shape).*SYNTH_0000_flair\.nii\.gz is truncated or corrupt",
+    ),
+    (
+        "later_sequence_header_claims_more_voxels_than_the_file_holds",
+        lambda root: (_lying_header(_file(root, "t2")), _check(root)),
+        r"(?s)^(?!.*co-registered)(?!.*has shape).*SYNTH_0000_t2\.nii\.gz is truncated or corrupt",
+    ),
+    (
+        "dataset_dir_is_a_file",
+        lambda root: _check(_file(root, "flair")),
+        r"dataset_dir .*SYNTH_0000_flair.nii.gz is a file, not a folder",
     ),
     (
         "truncated_nifti",

@@ -253,7 +253,9 @@ class TestInference(CommandLineTestCase):
             damaged[len(damaged) // 2] ^= 0x40
             path.write_bytes(bytes(damaged))
             result = self._infer(work, dataset)
-            self.assert_one_line_error(result, "SYNTH_0002_t1ce.nii.gz fails its gzip checksum")
+            self.assert_one_line_error(
+                result, "SYNTH_0002_t1ce.nii.gz is truncated or corrupt: it fails its gzip checksum"
+            )
             self.assertFalse((work / "out").exists() and any((work / "out").iterdir()))
 
     def test_an_output_folder_inside_the_dataset_folder_is_no_case(self):

@@ -68,20 +68,27 @@ def case_folders(root: Path, modalities: Sequence[str] = DEFAULT_MODALITIES) -> 
     return found
 
 
-OUTPUT_MARKERS = ("*_seg.nii.gz", "*_modalities.json", "checked_files.json", "mlruns.db", "*.pt", "report")
-"""Files and folders the bundle writes (segmentations, their sidecars, a run's output folder, checkpoints): a folder
-of the dataset holding any of them and no case files is an output folder, which discovery skips."""
+OUTPUT_MARKERS = ("*_modalities.json", "checked_files.json", "mlruns.db", "*.pt", "report")
+"""Files and folders the bundle writes (segmentation sidecars, a run's output folder, checkpoints)."""
 
 
 def holds_outputs(folder: Path) -> bool:
-    """Whether ``folder`` holds what the bundle writes (:data:`OUTPUT_MARKERS`), e.g. an ``--output_dir`` placed inside
-    the dataset folder.
+    """Whether ``folder`` holds what the bundle writes rather than a case: any of :data:`OUTPUT_MARKERS`, or NIfTI files
+    named after the dataset's other cases (segmentations, e.g. a BraTS submission folder of ``<case>.nii.gz``), as an
+    ``--output_dir`` placed inside the dataset folder has.
 
     Example:
         >>> holds_outputs(Path("data/phantoms/segs"))  # doctest: +SKIP
         True
     """
-    return any(next(folder.glob(pattern), None) is not None for pattern in OUTPUT_MARKERS)
+    if any(next(folder.glob(pattern), None) is not None for pattern in OUTPUT_MARKERS):
+        return True
+    cases = {d.name for d in folder.parent.iterdir() if d.is_dir() and d != folder}
+    return any(
+        file_stem(f) in cases or any(file_stem(f).startswith(f"{case}_") for case in cases)
+        for f in folder.iterdir()
+        if f.name.endswith(NIFTI_SUFFIXES)
+    )
 
 
 def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES) -> str:
@@ -93,6 +100,11 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
         ValueError: when no case folder matches any layout.
     """
     root = Path(dataset_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(
+            f"dataset_dir {root} is a file, not a folder; point --dataset_dir at the folder that holds the case "
+            "folders (or an MSD folder with dataset.json)."
+        )
     if not root.is_dir():
         raise InputFileError(
             f"dataset_dir {root} does not exist; point --dataset_dir at a BraTS-style dataset folder, "

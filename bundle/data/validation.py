@@ -46,6 +46,9 @@ MAX_ABS_INTENSITY = 1e7
 VOXEL_SIZE_RANGE = (0.1, 10.0)
 """Voxel sizes (mm) a brain MRI can have; outside it the header's affine is wrong (e.g. a zero affine)."""
 
+MIN_AXIS_VOXELS = 4
+"""Fewer voxels along an axis than this is a slice or a degenerate header, not a brain volume."""
+
 MEMORY_FRACTION_PER_CASE = 0.25
 """A case resampled to ``pixdim`` (all sequences and the 3 label channels, float32) may use at most this
 fraction of the machine's memory; a header claiming 2000^3 voxels or 20 mm voxels is refused before reading."""
@@ -126,14 +129,21 @@ def _spatial_shape(path: str, image: Any, channels: int | None, problems: list[s
     """Spatial shape of a 3D image (``channels=None``) or of a 4D image with ``channels`` volumes."""
     shape = tuple(int(s) for s in image.shape)
     if channels is None:
-        while len(shape) > 3 and shape[-1] == 1:
-            shape = shape[:-1]
-        if len(shape) == 3 and min(shape) > 1:
+        if len(shape) == 4 and shape[3] == 1:  # (X, Y, Z, 1): one volume
+            shape = shape[:3]
+        if len(shape) == 3 and min(shape) >= MIN_AXIS_VOXELS:
             return shape
-        kind = "a 2D image" if len(shape) < 3 or min(shape) == 1 else f"a {len(shape)}D image"
+        if len(shape) < 3 or (len(shape) == 3 and min(shape) == 1):
+            kind = "a 2D image (a single slice)"
+        elif len(shape) == 3:
+            kind = f"a volume with fewer than {MIN_AXIS_VOXELS} voxels along an axis"
+        else:
+            volumes = math.prod(shape[3:])
+            kind = f"a {len(shape)}D image holding {volumes} volume{'s' if volumes != 1 else ''}"
         problems.append(
-            f"{path} is {kind} of shape {list(image.shape)}; each sequence must be one 3D volume (X, Y, Z). "
-            "Split 4D files into one file per sequence, or use the MSD layout (dataset.json + imagesTr/) for 4D images."
+            f"{path} is {kind}, of shape {list(image.shape)}; each sequence must be one 3D volume (X, Y, Z) of at "
+            f"least {MIN_AXIS_VOXELS} voxels per axis. Split 4D files into one file per sequence, or use the MSD "
+            "layout (dataset.json + imagesTr/) for 4D images."
         )
         return None
     if len(shape) == 4 and shape[3] == channels and min(shape[:3]) > 1:
@@ -155,7 +165,10 @@ def _gzip_problem(path: str) -> str | None:
             while file.read(1 << 24):
                 pass
     except (EOFError, OSError, zlib.error) as error:
-        return f"{path} fails its gzip checksum ({type(error).__name__}: {error}): the file is corrupt; copy or export it again."
+        return (
+            f"{path} is truncated or corrupt: it fails its gzip checksum ({type(error).__name__}: {error}); copy or "
+            "export it again."
+        )
     return None
 
 
@@ -249,6 +262,13 @@ def _check_case(
         if geometry:
             problems.append(geometry)
             continue
+        # each file's own voxels first: a truncated file (its header claiming more voxels than it holds) is named as
+        # such, and never becomes the grid the case's healthy files are blamed for not matching
+        signature = file_signature(path)
+        if checked.get(path) != signature:
+            if not _check_voxels(path, image, label_values if key == "label" else None, problems):
+                continue
+            checked[path] = signature
         affine = np.asarray(image.affine, dtype=np.float64)
         if reference is None:
             reference = (path, shape, affine)
@@ -266,11 +286,6 @@ def _check_case(
                 "affine_tolerance if the difference is only rounding."
             )
             continue
-        signature = file_signature(path)
-        if checked.get(path) == signature:
-            continue
-        if _check_voxels(path, image, label_values if key == "label" else None, problems):
-            checked[path] = signature
 
 
 def check_dataset(
