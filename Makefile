@@ -60,9 +60,10 @@ test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(PY) -m pytest -q $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 
-# make package VERSION=0.2.0 CHANGE="what changed" [SCHEMA=meta_schema_20240725.json]: dist/lckd_brats_<VERSION>.zip
+# make package VERSION=0.2.0 CHANGE="what changed" KEY=keys/site-a.key [SCHEMA=meta_schema_20240725.json]:
+# dist/lckd_brats_<VERSION>.zip, signed with KEY (make one: python scripts/package_bundle.py keygen --out keys/site-a)
 package: $(INSTALLED)
-	$(PY) scripts/package_bundle.py pack --version "$(VERSION)" --change "$(CHANGE)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
+	$(PY) scripts/package_bundle.py pack --version "$(VERSION)" --change "$(CHANGE)" --key "$(KEY)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 clean:
 	rm -rf eval mlruns models/*.pt models/*.ts models/set_aside_* $(DEMO_DATA)

@@ -11,7 +11,21 @@ __all__ = ["BUNDLE_ROOT", "InputError", "InputFileError", "__version__"]
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 """The bundle this package belongs to (its ``configs/``, ``models/``, ``jobs/``): the repository root, or an unpacked package."""
 
-if Path(sys.argv[0]).parts[-3:] == ("monai", "bundle", "__main__.py"):
+UNDER_MONAI_BUNDLE = Path(sys.argv[0]).parts[-3:] == ("monai", "bundle", "__main__.py")
+if UNDER_MONAI_BUNDLE:
     # any `python -m monai.bundle <command>` (run, ckpt_export, verify_net_in_out) that imports the bundle's code:
     # a bad file or setting is one line, not a traceback through MONAI's config parser
     install_excepthook()
+
+# a package verified into this folder: its configs and code must still be what its publisher signed (every config
+# imports this package first, so no other expression of a config has run yet)
+from bundle.signing import check_unchanged  # noqa: E402
+
+try:
+    check_unchanged(BUNDLE_ROOT)
+except InputError as error:
+    if not UNDER_MONAI_BUNDLE:
+        raise
+    # MONAI's config parser imports through optional_import, which would keep only the message and run on; stop here
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(1) from None

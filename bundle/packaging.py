@@ -1,11 +1,15 @@
-"""Sharing a trained bundle between sites: pack it with hashes, and check a received one before anything runs.
+"""Sharing a trained bundle between sites: pack it with hashes signed by its publisher, and check a received one before
+anything runs.
 
 ``pack`` bumps ``version`` in ``configs/metadata.json`` (with a changelog entry), exports TorchScript with
 ``monai.bundle.ckpt_export``, checks the metadata (``monai.bundle.verify_metadata`` against a schema file when
 one is given, else the keys model-zoo requires) and the network's input and output (``verify_net_in_out``),
 writes ``large_files.yml`` (model-zoo's convention: path, URL placeholder, hash type and SHA-256 of
-``models/model.pt`` and ``models/model.ts``) and zips the bundle with its weights. ``verify`` unpacks a zip
-into a new folder and checks every hash of ``large_files.yml`` and the metadata before the bundle is used.
+``models/model.pt`` and ``models/model.ts``) and zips the bundle with its weights and a manifest of every file's
+SHA-256 signed with the publisher's ed25519 key (:mod:`bundle.signing`). ``verify`` unpacks a zip into a new folder
+(refusing paths that leave it, links, and archives that expand past a limit) and checks the signature against the
+receiving site's trusted keys, every file against the manifest (none unlisted), every hash of ``large_files.yml`` and
+the metadata before the bundle is used.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import yaml
 
 from bundle.errors import InputError, InputFileError, install_excepthook
 from bundle.io import atomic_write, atomic_write_json, read_json
+from bundle.signing import MANIFEST, SIGNATURE, make_key, sign_manifest, verify_manifest
 
 __all__ = [
     "LARGE_FILES",
@@ -144,10 +149,11 @@ was killed in between is undone by the next one."""
 
 
 def pack(
-    bundle_root: str | os.PathLike, version: str, change: str, out_dir: str | os.PathLike,
+    bundle_root: str | os.PathLike, version: str, change: str, out_dir: str | os.PathLike, key: str | os.PathLike,
     schema: str | os.PathLike | None = None,
 ) -> Path:  # fmt: skip
-    """Bump the version, export and check the model, write ``large_files.yml`` and zip the bundle.
+    """Bump the version, export and check the model, write ``large_files.yml`` and zip the bundle with a manifest of
+    every file's SHA-256 signed with the publisher's ``key`` (:mod:`bundle.signing`).
 
     Returns:
         ``<out_dir>/lckd_brats_<version>.zip``.
@@ -161,6 +167,11 @@ def pack(
         atomic_write(metadata_file, lambda file: file.write(backup.read_bytes()))
         logger.warning(f"a previous pack did not finish; {metadata_file} is restored to what it was before it")
     partial.unlink(missing_ok=True)
+    if not Path(key).is_file():
+        raise InputError(
+            f"the signing key {key} does not exist; make one with `python scripts/package_bundle.py keygen --out "
+            "keys/<your name>` and give its .key file to --key (KEY= for make package)."
+        )
     previous = metadata_file.read_bytes()
     atomic_write(backup, lambda file: file.write(previous))
     try:
@@ -168,13 +179,18 @@ def pack(
         _export_and_check(root, schema)
         write_large_files(root)
         target.parent.mkdir(parents=True, exist_ok=True)
+        members = [
+            member
+            for name in (*PACKAGED, *LARGE_FILES)
+            for member in ([root / name] if (root / name).is_file() else sorted((root / name).rglob("*")))
+            if member.is_file() and "__pycache__" not in member.parts
+        ]
+        manifest, signature = sign_manifest(root, members, key)
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name in (*PACKAGED, *LARGE_FILES):
-                path = root / name
-                members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-                for member in members:
-                    if "__pycache__" not in member.parts:
-                        archive.write(member, member.relative_to(root).as_posix())
+            for member in members:
+                archive.write(member, member.relative_to(root).as_posix())
+            archive.writestr(MANIFEST, manifest)
+            archive.writestr(SIGNATURE, signature)
         os.replace(partial, target)
     except BaseException:
         atomic_write(metadata_file, lambda file: file.write(previous))  # a failed pack leaves the version as it was
@@ -182,19 +198,39 @@ def pack(
         backup.unlink(missing_ok=True)
         raise
     backup.unlink()
-    logger.info(f"packed {target} (version {version}; {', '.join(LARGE_FILES)} with SHA-256 in large_files.yml)")
+    logger.info(
+        f"packed {target} (version {version}; {len(members)} files with their SHA-256 in {MANIFEST}, signed with {key})"
+    )
     return target
 
 
-def _unpack_and_check(package: Path, folder: Path, schema: str | os.PathLike | None) -> None:
+MAX_UNPACKED_BYTES = 20 * 2**30
+"""The most a package may expand to (weights, code, configs, docs: a BraTS-size model is under 1 GB)."""
+
+
+def _unpack_and_check(
+    package: Path, folder: Path, trusted_keys: Sequence[str | os.PathLike], schema: str | os.PathLike | None,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+) -> str:  # fmt: skip
     try:
         with zipfile.ZipFile(package) as archive:
-            unsafe = [n for n in archive.namelist() if n.startswith("/") or ".." in Path(n).parts]
+            members = archive.infolist()
+            unsafe = [m.filename for m in members if m.filename.startswith("/") or ".." in Path(m.filename).parts]
             if unsafe:
                 raise InputError(f"{package} holds paths outside its folder ({unsafe[:3]}); refusing to unpack it.")
+            links = [m.filename for m in members if (m.external_attr >> 16) & 0o170000 == 0o120000]
+            if links:
+                raise InputError(f"{package} holds symbolic links ({links[:3]}); refusing to unpack it.")
+            expanded = sum(m.file_size for m in members)
+            if expanded > max_bytes:
+                raise InputError(
+                    f"{package} would expand to {expanded / 2**30:.1f} GB, more than the {max_bytes / 2**30:.0f} GB a "
+                    "bundle package may hold; refusing to unpack it (a compressed archive of padding is an attack)."
+                )
             archive.extractall(folder)
     except (zipfile.BadZipFile, FileNotFoundError) as error:
         raise InputError(f"{package} is not a readable bundle package ({error}).") from None
+    signer = verify_manifest(folder, trusted_keys, str(package))
     listing = folder / "large_files.yml"
     if not listing.is_file():
         raise InputError(
@@ -211,17 +247,25 @@ def _unpack_and_check(package: Path, folder: Path, schema: str | os.PathLike | N
                 "changed after packing (corrupted or altered). Do not use it; ask its sender for the package again."
             )
     check_metadata(folder / "configs" / "metadata.json", schema)
+    return signer
 
 
 def verify_package(
-    package: str | os.PathLike, into: str | os.PathLike, schema: str | os.PathLike | None = None
+    package: str | os.PathLike,
+    into: str | os.PathLike,
+    trusted_keys: Sequence[str | os.PathLike],
+    schema: str | os.PathLike | None = None,
+    max_bytes: int = MAX_UNPACKED_BYTES,
 ) -> Path:
-    """Unpack ``package`` into the new folder ``into`` and check it before use: every ``large_files.yml`` hash,
-    and the metadata. Returns the bundle folder.
+    """Unpack ``package`` into the new folder ``into`` and check it before use: no path leaving the folder, no link,
+    at most ``max_bytes`` unpacked; a manifest signed by a key of ``trusted_keys`` (public key files or folders of
+    ``*.pub``) that lists every file with its SHA-256; every ``large_files.yml`` hash; the metadata. Returns the
+    bundle folder, which keeps the manifest, so its workflows re-hash their configs and code before they run
+    (:func:`bundle.signing.check_unchanged`).
 
     Raises:
-        InputError: ``into`` exists and is not empty, a file listed is absent or its hash differs, or the
-            metadata is incomplete. Nothing of the package is run.
+        InputError: in one line naming the file, for each of those; ``into`` exists and is not empty. Nothing of the
+            package is run, and a refused package leaves nothing behind.
     """
     target = Path(into)
     if target.exists() and any(target.iterdir()):
@@ -229,7 +273,7 @@ def verify_package(
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _unpack_and_check(Path(package), staging, schema)
+        signer = _unpack_and_check(Path(package), staging, trusted_keys, schema, max_bytes)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused package leaves nothing behind
         raise
@@ -237,8 +281,10 @@ def verify_package(
         target.rmdir()
     os.replace(staging, target)
     version = read_json(target / "configs" / "metadata.json")["version"]
+    files = len(json.loads((target / MANIFEST).read_text())["files"])
     logger.info(
-        f"verified {package}: version {version}, {len(LARGE_FILES)} weight files match their SHA-256; in {target}"
+        f"verified {package}: version {version}, signed by {signer} (trusted), {files} files and "
+        f"{len(LARGE_FILES)} weight files match their SHA-256; in {target}"
     )
     return target
 
@@ -253,14 +299,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     packing.add_argument("--version", required=True)
     packing.add_argument("--change", required=True, help="the changelog entry of this version")
     packing.add_argument("--out", default="dist")
+    packing.add_argument("--key", required=True, help="the publisher's private key (made with keygen)")
     packing.add_argument("--schema", help="model-zoo's metadata schema file (meta_schema_*.json), when at hand")
     checking = commands.add_parser("verify", help="unpack a package into a new folder and check it")
     checking.add_argument("package")
     checking.add_argument("--into", required=True)
+    checking.add_argument(
+        "--trusted-keys", nargs="+", required=True, help="public keys (.pub files, or folders of them) this site trusts"
+    )
     checking.add_argument("--schema")
+    checking.add_argument("--max-gb", type=float, default=MAX_UNPACKED_BYTES / 2**30, help="the most it may unpack to")
+    making = commands.add_parser("keygen", help="make an ed25519 key pair: <out>.key (private) and <out>.pub")
+    making.add_argument("--out", required=True, help="the key files' path without extension, e.g. keys/site-a")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "pack":
-        print(json.dumps({"package": str(pack(args.bundle_root, args.version, args.change, args.out, args.schema))}))
+        packed = pack(args.bundle_root, args.version, args.change, args.out, args.key, args.schema)
+        print(json.dumps({"package": str(packed)}))
+    elif args.command == "verify":
+        verified = verify_package(args.package, args.into, args.trusted_keys, args.schema, int(args.max_gb * 2**30))
+        print(json.dumps({"bundle": str(verified)}))
     else:
-        print(json.dumps({"bundle": str(verify_package(args.package, args.into, args.schema))}))
+        print(
+            json.dumps({"fingerprint": make_key(f"{args.out}.key", f"{args.out}.pub"), "public_key": f"{args.out}.pub"})
+        )

@@ -136,7 +136,13 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
     def _get_compose(self, obj_name, disallowed_prefixes):
         if self._parser.get("output_dir") is not None:  # once: setting a key re-parses, making new transforms
             self._parser["output_dir"] = None
-            self._parser["model_preprocessing"] = model_preprocessing(None, self._parser.get("_meta_"))
+            metadata = self._parser.get("_meta_") or {}
+            if not (metadata.get("lckd") or {}).get("preprocessing"):
+                logging.warning(
+                    "the model's metadata records no preprocessing (exported before models carried theirs): the "
+                    "default grid (1 mm) and window (128^3) are used; export it again from a model trained since."
+                )
+            self._parser["model_preprocessing"] = model_preprocessing(None, metadata)
         return super()._get_compose(obj_name, disallowed_prefixes)
 
 

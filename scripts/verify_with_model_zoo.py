@@ -1,9 +1,9 @@
 """Run model-zoo's own CI check (``ci/verify_bundle.py``) on a package made by ``scripts/package_bundle.py``.
 
-    python scripts/verify_with_model_zoo.py --package dist/lckd_brats_0.2.0.zip \\
+    python scripts/verify_with_model_zoo.py --package dist/lckd_brats_0.2.0.zip --trusted-keys keys/site-a.pub \\
         --model-zoo /path/to/Project-MONAI/model-zoo --schema /path/to/meta_schema_20240725.json
 
-The package is unpacked and its hashes checked first (``bundle.packaging.verify_package``) into
+The package is unpacked, its signature and hashes checked first (``bundle.packaging.verify_package``) into
 ``<work>/models/lckd_brats``, laid out as model-zoo's CI expects it: the schema as ``eval/schema.json`` (what
 model-zoo's ``prepare_schema`` would download) and an empty ``models/model_info.json`` (no earlier version of
 this bundle in the zoo). Then ``verify_bundle.py`` runs in each ``--modes`` (default ``min`` and ``full``) from
@@ -31,6 +31,9 @@ def main() -> None:
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", required=True, help="a zip made by scripts/package_bundle.py pack")
+    parser.add_argument(
+        "--trusted-keys", nargs="+", required=True, help="public keys of the publishers this site trusts"
+    )
     parser.add_argument("--model-zoo", required=True, help="a checkout of Project-MONAI/model-zoo (its ci/ folder)")
     parser.add_argument("--schema", required=True, help="meta_schema_20240725.json (the schema metadata.json names)")
     parser.add_argument("--modes", nargs="+", default=["min", "full"], choices=["min", "full", "regular"])
@@ -43,7 +46,7 @@ def main() -> None:
         raise InputFileError(f"{args.schema} does not exist; --schema must be the metadata schema file.")
     work = Path(args.work or tempfile.mkdtemp(prefix="lckd_model_zoo_"))
     models = work / "models"
-    bundle = verify_package(args.package, models / BUNDLE_NAME, args.schema)
+    bundle = verify_package(args.package, models / BUNDLE_NAME, args.trusted_keys, args.schema)
     (bundle / "eval").mkdir(exist_ok=True)
     shutil.copy(args.schema, bundle / "eval" / "schema.json")
     (models / "model_info.json").write_text(json.dumps({}))

@@ -181,27 +181,35 @@ def stacked_case(case_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(channels, axis=-1), seg.affine
 
 
-def tiny_checkpoint(path: Path) -> LCKDNet:
-    """Save an untrained network of the tiny settings as a plain ``state_dict`` (as ``models/model.pt``) and return it."""
+def tiny_checkpoint(path: Path, preprocessing: dict | None = None) -> LCKDNet:
+    """Save an untrained network of the tiny settings as a plain ``state_dict`` (as ``models/model.pt``) and return it;
+    ``preprocessing`` goes into its record, as a training puts it there."""
     torch.manual_seed(0)
     net = LCKDNet(
-        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"]
-    )
+        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"],
+        preprocessing=preprocessing,
+    )  # fmt: skip
     torch.save(net.state_dict(), path)
     return net
 
 
-def tiny_torchscript(folder: Path) -> tuple[LCKDNet, Path]:
+def tiny_torchscript(folder: Path, preprocessing: dict | None = None) -> tuple[LCKDNet, Path]:
     """An untrained tiny network (``folder/model.pt``) exported with ``monai.bundle ckpt_export`` to ``folder/model.ts``.
 
-    The export embeds configs/metadata.json and configs/inference.json, as the README's command does.
+    The export embeds configs/metadata.json and configs/inference.json, as the README's command does; with
+    ``preprocessing``, the model's record and the metadata's ``lckd`` block hold it, as after a training.
     """
-    net = tiny_checkpoint(folder / "model.pt")
+    net = tiny_checkpoint(folder / "model.pt", preprocessing)
+    metadata = fresh_metadata(folder)
+    if preprocessing:
+        content = json.loads(metadata.read_text())
+        content["lckd"] = {"preprocessing": preprocessing}
+        metadata.write_text(json.dumps(content))
     ckpt_export(
         "network_def",
         filepath=str(folder / "model.ts"),
         ckpt_file=str(folder / "model.pt"),
-        meta_file=str(fresh_metadata(folder)),
+        meta_file=str(metadata),
         config_file=str(CONFIGS / "inference.json"),
         ckpt_path=str(folder / "model.pt"),  # network_def is built from this file's record
     )

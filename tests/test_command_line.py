@@ -47,6 +47,18 @@ def bundle_run(configs: list[str], *args: str, file_size_limit: int | None = Non
     )  # fmt: skip
 
 
+def code_carrying_checkpoint(path: Path) -> Path:
+    """Save at ``path`` a checkpoint whose unpickling would create a folder; returns that folder's path (the marker)."""
+    marker = path.parent / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"model": Payload()}, path)
+    return marker
+
+
 class CommandLineTestCase(TinyDatasetTestCase):
     def assert_one_line_error(self, result: subprocess.CompletedProcess, *fragments: str) -> str:
         """Exit code 1 and an ``error:`` message holding ``fragments``, with no traceback; returns the message."""
@@ -297,14 +309,9 @@ class TestInference(CommandLineTestCase):
             self.assertEqual(sorted(p.name for p in (work / "out").iterdir()), ["SYNTH_0002_modalities.json"])
 
     def test_a_checkpoint_carrying_code_is_refused_unread(self):
-        class Payload:
-            def __reduce__(self):
-                return (os.mkdir, (str(marker),))
-
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            marker = work / "payload_ran"
-            torch.save({"model": Payload()}, work / "model.pt")
+            marker = code_carrying_checkpoint(work / "model.pt")
             result = self._infer(work, self._one_case(work))
             self.assert_one_line_error(
                 result, "holds Python objects other than weights (posix.mkdir) and was refused unread"
@@ -313,14 +320,9 @@ class TestInference(CommandLineTestCase):
             self.assertFalse(marker.exists())
 
     def test_ckpt_export_of_a_checkpoint_carrying_code_is_one_line_and_never_runs_it(self):
-        class Payload:
-            def __reduce__(self):
-                return (os.mkdir, (str(marker),))
-
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            marker = work / "payload_ran"
-            torch.save({"model": Payload()}, work / "model.pt")
+            marker = code_carrying_checkpoint(work / "model.pt")
             env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
             result = subprocess.run(
                 [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",

@@ -18,6 +18,7 @@ from tempfile import TemporaryDirectory
 import nibabel as nib
 import numpy as np
 
+from bundle.networks import PREPROCESSING_DEFAULTS
 from tests.conftest import (
     BUNDLE_ROOT,
     NETWORK_KEYS,
@@ -39,7 +40,8 @@ class TestDeployApp(TinyDatasetTestCase):
     def test_app_segments_like_the_bundle_where_no_case_has_a_sequence(self):
         with TemporaryDirectory() as tmp:
             root = Path(tmp)
-            _, model = tiny_torchscript(root)
+            # trained on a 2 mm grid with 16^3 patches: the app must take that from the embedded metadata
+            _, model = tiny_torchscript(root, {**PREPROCESSING_DEFAULTS, "pixdim": [2.0] * 3, "patch_size": [16] * 3})
             # T1 missing; T1 and T2 missing: no case of the folder has T1. Names with dots must not collide.
             cases = {"Pat.00": "SYNTH_0000", "Pat.01": "SYNTH_0001"}
             for case, source in cases.items():

@@ -9,15 +9,19 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
 import torch
+from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.app_common.workflows.fedavg import FedAvg
 from parameterized import parameterized
 
 from bundle.data import check_dataset, load_datalist, make_dataset
 from bundle.errors import InputError
 from bundle.federated import election_due, federated_election, network_weights
+from bundle.federated.controller import LCKDFedAvg
 from bundle.federated.job import JOB_DIR, configure_job, job_settings
 from bundle.federated.site import LCKDSite
 from bundle.metrics.election import site_election_summary
@@ -93,6 +97,59 @@ class TestFederatedElection(unittest.TestCase):
         self.assertTrue(all(value.device.type == "cpu" for value in weights.values()))
 
 
+class TestGlobalModelWrites(unittest.TestCase):
+    """The server writes model.pt and metadata.json only for a run that reaches its last round with every site."""
+
+    def _controller(self, tmp: Path) -> LCKDFedAvg:
+        controller = LCKDFedAvg(
+            num_clients=2, num_rounds=3, configs=["configs/train.json", "configs/federated.json", "configs/demo.json"],
+            bundle_root=str(BUNDLE_ROOT), ckpt_dir=str(tmp / "models"), metadata_file=str(fresh_metadata(tmp)),
+        )  # fmt: skip
+        controller.start_round = 0
+        controller.load_model()
+        return controller
+
+    def _save_round(self, controller: LCKDFedAvg, round_index: int, returned: int) -> None:
+        controller.current_round, controller._received_count, controller._expected_count = round_index, returned, 2
+        weights = network_weights(controller._network.state_dict())
+        controller.save_model(FLModel(params={key: value.numpy() for key, value in weights.items()}))
+
+    def test_a_run_that_ends_short_leaves_the_previous_model_and_metadata(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            controller = self._controller(tmp)
+            (tmp / "models").mkdir()
+            (tmp / "models" / "model.pt").write_bytes(b"the previous run's global model")
+            before = (tmp / "metadata.json").read_bytes()
+            self._save_round(controller, 0, returned=1)  # a site did not return: nothing written
+            self.assertFalse((tmp / "models" / "global_latest.pt").exists())
+            self._save_round(controller, 1, returned=2)  # a whole round, not the last: progress only
+            self.assertTrue((tmp / "models" / "global_latest.pt").is_file())
+            self.assertEqual((tmp / "models" / "model.pt").read_bytes(), b"the previous run's global model")
+            self.assertEqual((tmp / "metadata.json").read_bytes(), before)
+            self._save_round(controller, 2, returned=2)  # the last round: model.pt and metadata.json together
+            self.assertEqual(read_record(tmp / "models" / "model.pt")["network"]["filters"], [8, 16, 32, 64])
+            self.assertFalse((tmp / "models" / "global_latest.pt").exists())
+            block = json.loads((tmp / "metadata.json").read_text())["lckd"]
+            self.assertEqual((block["teachers"], block["preprocessing"]["patch_size"]), (None, [32, 32, 32]))
+
+    def test_a_run_that_ends_short_says_so(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            controller = self._controller(Path(tmp))
+            said = []
+            controller.error = said.append
+
+            def one_round_then_a_site_dies(self):
+                self._save_round(controller, 0, returned=2)
+
+            with mock.patch.object(FedAvg, "run", lambda _: one_round_then_a_site_dies(self)):
+                controller.run()
+            self.assertEqual(len(said), 1)
+            self.assertIn("the federated run ended short: the global model of round 2 was never written", said[0])
+            self.assertIn("last written: round 0, in global_latest.pt", said[0])
+            self.assertFalse((Path(tmp) / "models" / "model.pt").exists())
+
+
 class TestJobFolder(unittest.TestCase):
     def test_shipped_job_agrees_with_itself(self):
         server, site = job_settings(JOB_DIR)
@@ -102,6 +159,20 @@ class TestJobFolder(unittest.TestCase):
         self.assertEqual(meta["min_clients"], server["num_clients"])
         for config in server["configs"]:
             self.assertTrue((BUNDLE_ROOT / config).is_file(), config)
+
+    def test_a_site_folder_missing_under_dataset_root_is_refused_before_the_job_is_written(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "sites" / "site-1").mkdir(parents=True)
+            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+            run = subprocess.run(
+                [sys.executable, "-m", "bundle.federated.job", "--out", str(Path(tmp) / "job"), "--num_clients", "3",
+                 "--dataset_root", str(Path(tmp) / "sites")],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=120, env=env,
+            )  # fmt: skip
+            self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+            self.assertIn("has no folder for site-2, site-3", run.stderr)
+            self.assertNotIn("Traceback", run.stderr)
+            self.assertFalse((Path(tmp) / "job").exists())
 
     def test_configure_sets_server_and_sites_alike(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -59,6 +60,16 @@ class TestBumpVersion(unittest.TestCase):
             self.assertIn(current, written["changelog"])
 
 
+def _keys(folder: Path) -> Path:
+    """``folder/keys``: the publisher's pair, and the receiving site's trust list (a folder holding its public key)."""
+    keys = folder / "keys"
+    made = _command(["keygen", "--out", str(keys / "publisher")], folder)
+    assert made.returncode == 0, made.stderr
+    (keys / "trusted").mkdir()
+    shutil.copy(keys / "publisher.pub", keys / "trusted" / "publisher.pub")
+    return keys
+
+
 def _sender(folder: Path) -> Path:
     """A copy of the bundle with tiny weights, as a site that packs it has it."""
     for name in ("configs", "bundle", "jobs", "docs", "scripts"):
@@ -76,18 +87,31 @@ class TestPackKilled(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             sender = _sender(tmp / "sender")
+            keys = _keys(tmp)
             before = json.loads((sender / "configs" / "metadata.json").read_text())
             killed = subprocess.run(
                 [sys.executable, "-c",
                  "import os, signal, sys; import bundle.packaging as p; "
                  "p._export_and_check = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
-                 "p.main(sys.argv[1:])", "pack", "--version", "9.1.0", "--change", "x", "--out", str(tmp / "dist")],
+                 "p.main(sys.argv[1:])", "pack", "--version", "9.1.0", "--change", "x", "--out", str(tmp / "dist"),
+                 "--key", str(keys / "publisher.key")],
                 cwd=sender, capture_output=True, text=True, timeout=300, env={**SUBPROCESS_ENV, "PYTHONPATH": str(sender)},
             )  # fmt: skip
             self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
             self.assertEqual(json.loads((sender / "configs" / "metadata.json").read_text())["version"], "9.1.0")
             again = _command(
-                ["pack", "--version", "9.1.0", "--change", "tiny weights", "--out", str(tmp / "dist")], sender
+                [
+                    "pack",
+                    "--version",
+                    "9.1.0",
+                    "--change",
+                    "tiny weights",
+                    "--out",
+                    str(tmp / "dist"),
+                    "--key",
+                    str(keys / "publisher.key"),
+                ],
+                sender,
             )
             self.assertEqual(again.returncode, 0, again.stderr[-2000:])
             self.assertIn("a previous pack did not finish", again.stderr)
@@ -105,9 +129,11 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
             tmp = Path(tmp)
             sender = _sender(tmp / "sender")
 
+            keys = _keys(tmp)
             packed = _command(
-                ["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist")], sender
-            )
+                ["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist"),
+                 "--key", str(keys / "publisher.key")], sender,
+            )  # fmt: skip
             self.assertEqual(packed.returncode, 0, packed.stderr[-2000:])
             package = Path(json.loads(packed.stdout.strip().splitlines()[-1])["package"])
             self.assertEqual(package.name, "lckd_brats_9.1.0.zip")
@@ -119,9 +145,13 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
                 self.assertIn("jobs/lckd_fedavg/app/config/config_fed_server.json", archive.namelist())
                 self.assertFalse([n for n in archive.namelist() if "__pycache__" in n])
 
-            received = _command(["verify", str(package), "--into", str(tmp / "receiver")], tmp)
+            received = _command(
+                ["verify", str(package), "--into", str(tmp / "receiver"), "--trusted-keys", str(keys / "trusted")], tmp
+            )
             self.assertEqual(received.returncode, 0, received.stderr[-2000:])
-            self.assertIn("version 9.1.0, 2 weight files match their SHA-256", received.stderr)
+            self.assertRegex(
+                received.stderr, r"version 9.1.0, signed by SHA256:\S+ \(trusted\), \d+ files and 2 weight"
+            )
             np.testing.assert_array_equal(
                 _infer(tmp / "receiver", self.dataset, tmp / "out_receiver" / "seg"),
                 _infer(sender, self.dataset, tmp / "out_sender" / "seg"),
@@ -134,14 +164,144 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
                     if item.filename == "models/model.pt":
                         data[len(data) // 2] ^= 0x01
                     target.writestr(item, bytes(data))
-            refused = _command(["verify", str(corrupted), "--into", str(tmp / "refused")], tmp)
+            refused = _command(
+                ["verify", str(corrupted), "--into", str(tmp / "refused"), "--trusted-keys", str(keys / "trusted")], tmp
+            )
             self.assertEqual(refused.returncode, 1)
             self.assertRegex(
-                refused.stderr,
-                r"error: .*corrupted.zip: models/model.pt has SHA-256 [0-9a-f]{64}, large_files.yml says",
+                refused.stderr, r"error: .*corrupted.zip: models/model.pt has SHA-256 [0-9a-f]{64}, MANIFEST.json says"
             )
             self.assertFalse((tmp / "refused").exists())
             self.assertFalse((tmp / ".refused.partial").exists())
+
+
+PAYLOAD = "$__import__('pathlib').Path({marker!r}).touch() or torch.device('cpu')"
+
+
+def _rezip(package: Path, target: Path, change) -> Path:
+    """A copy of ``package`` whose members pass through ``change(name, data) -> data`` (``None`` drops one)."""
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in source.infolist():
+            data = change(item.filename, source.read(item))
+            if data is not None:
+                out.writestr(item.filename, data)
+    return target
+
+
+class TestTamperedPackages(unittest.TestCase):
+    """Issue 26, item 1: each tampering refused in one line naming the file; the payload never runs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        root = cls.root = Path(cls.tmp.name)
+        cls.keys = _keys(root)
+        sender = _sender(root / "sender")
+        packed = _command(
+            ["pack", "--version", "9.1.0", "--change", "x", "--out", str(root / "dist"),
+             "--key", str(cls.keys / "publisher.key")], sender,
+        )  # fmt: skip
+        assert packed.returncode == 0, packed.stderr[-2000:]
+        cls.package = root / "dist" / "lckd_brats_9.1.0.zip"
+        cls.marker = root / "payload_ran"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _verify(self, package: Path, name: str, *extra: str, trusted: Path | None = None):
+        return _command(
+            ["verify", str(package), "--into", str(self.root / name), "--trusted-keys",
+             str(trusted or self.keys / "trusted"), *extra], self.root,
+        )  # fmt: skip
+
+    def assert_refused(self, result, name: str, *fragments: str) -> None:
+        self.assertEqual(result.returncode, 1, result.stdout[-1500:] + result.stderr[-1500:])
+        self.assertNotIn("Traceback", result.stderr)
+        for fragment in fragments:
+            self.assertIn(fragment, result.stderr)
+        self.assertFalse((self.root / name).exists())
+        self.assertFalse((self.root / f".{name}.partial").exists())
+        self.assertFalse(self.marker.exists())
+
+    def _with_payload(self, name: str, data: bytes) -> bytes:
+        if name != "configs/inference.json":
+            return data
+        config = json.loads(data)
+        config["device"] = PAYLOAD.format(marker=str(self.marker))
+        return json.dumps(config).encode()
+
+    def test_a_config_carrying_code_is_refused(self):
+        tampered = _rezip(self.package, self.root / "config.zip", self._with_payload)
+        self.assert_refused(self._verify(tampered, "config"), "config", "configs/inference.json has SHA-256")
+
+    def test_changed_code_is_refused(self):
+        tampered = _rezip(
+            self.package, self.root / "code.zip",
+            lambda name, data: data + b"\nimport os\n" if name == "bundle/__init__.py" else data,
+        )  # fmt: skip
+        self.assert_refused(self._verify(tampered, "code"), "code", "bundle/__init__.py has SHA-256")
+
+    def test_zeroed_weights_with_large_files_rehashed_are_refused(self):
+        zeroed = bytes(len(zipfile.ZipFile(self.package).read("models/model.pt")))
+        digest = hashlib.sha256(zeroed).hexdigest()
+
+        def change(name: str, data: bytes) -> bytes:
+            if name == "models/model.pt":
+                return zeroed
+            if name == "large_files.yml":
+                listing = yaml.safe_load(data)
+                listing["large_files"][0]["hash_val"] = digest
+                return yaml.safe_dump(listing).encode()
+            return data
+
+        tampered = _rezip(self.package, self.root / "weights.zip", change)
+        self.assert_refused(self._verify(tampered, "weights"), "weights", "has SHA-256", "MANIFEST.json says")
+
+    def test_an_unlisted_file_is_refused(self):
+        with zipfile.ZipFile(_rezip(self.package, self.root / "extra.zip", lambda n, d: d), "a") as archive:
+            archive.writestr("bundle/sitecustomize.py", "print('hello')")
+        self.assert_refused(
+            self._verify(self.root / "extra.zip", "extra"), "extra", "bundle/sitecustomize.py is not in MANIFEST.json"
+        )
+
+    def test_an_unsigned_package_and_an_untrusted_key_are_refused(self):
+        unsigned = _rezip(self.package, self.root / "unsigned.zip", lambda n, d: None if n == "MANIFEST.sig" else d)
+        self.assert_refused(self._verify(unsigned, "unsigned"), "unsigned", "is not a signed package")
+        other = self.root / "other"
+        _command(["keygen", "--out", str(other / "someone")], self.root)
+        self.assert_refused(
+            self._verify(self.package, "untrusted", trusted=other / "someone.pub"), "untrusted", "not in the trust list"
+        )
+
+    def test_an_archive_that_expands_past_the_limit_is_refused_unpacked(self):
+        with zipfile.ZipFile(
+            _rezip(self.package, self.root / "big.zip", lambda n, d: d), "a", zipfile.ZIP_DEFLATED
+        ) as a:
+            a.writestr("docs/padding.bin", bytes(64 * 2**20))  # 64 MB of zeros, a few hundred kB compressed
+        self.assertLess((self.root / "big.zip").stat().st_size, 2 * self.package.stat().st_size + 2**20)
+        self.assert_refused(
+            self._verify(self.root / "big.zip", "big", "--max-gb", "0.05"),
+            "big",
+            "would expand to",
+            "refusing to unpack",
+        )
+
+    def test_a_verified_folder_refuses_to_run_configs_changed_after_verification(self):
+        verified = self._verify(self.package, "verified")
+        self.assertEqual(verified.returncode, 0, verified.stderr[-2000:])
+        config = self.root / "verified" / "configs" / "inference.json"
+        config.write_text(self._with_payload("configs/inference.json", config.read_bytes()).decode())
+        env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+        run = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"],
+            cwd=self.root / "verified", capture_output=True, text=True, timeout=300,
+            env={**env, "PYTHONPATH": str(self.root / "verified")},
+        )  # fmt: skip
+        self.assertEqual(run.returncode, 1, run.stdout[-1500:] + run.stderr[-1500:])
+        self.assertIn("configs/inference.json has SHA-256", run.stderr)
+        self.assertNotIn("Traceback", run.stderr)
+        self.assertFalse(self.marker.exists())
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class LCKDFedAvg(FedAvg):
         self.election: dict[str, Any] = {}
         self._summaries: dict[str, Mapping[str, Any]] = {}
         self._network: LCKDNet | None = None
+        self.saved_round: int | None = None
 
     def _round_meta(self, round_index: int) -> dict[str, Any]:
         return {
@@ -132,8 +133,18 @@ class LCKDFedAvg(FedAvg):
         return model
 
     def save_model(self, model: FLModel) -> None:
-        """``ckpt_dir/model.pt`` with the federated teachers and per-site case counts in its record, and the
-        election in ``metadata_file``."""
+        """The global model of a round that every site returned: ``ckpt_dir/global_latest.pt`` (the run's progress)
+        and, after the last round, ``ckpt_dir/model.pt`` with the federated teachers and per-site case counts in its
+        record and the election in ``metadata_file``. A round some site did not return is not written, and a run that
+        ends before its last round leaves the previous ``model.pt`` and ``metadata.json`` as they were (:meth:`run`
+        says so)."""
+        returned, expected = getattr(self, "_received_count", 0), getattr(self, "_expected_count", 0)
+        if returned < expected:
+            self.warning(
+                f"round {self.current_round}: {returned} of {expected} sites returned a model; the global model of this "
+                "round is not written."
+            )
+            return
         network = self._network
         network.load_state_dict(
             {key: torch.as_tensor(value) for key, value in model.params.items()}
@@ -141,8 +152,25 @@ class LCKDFedAvg(FedAvg):
         )
         record_election(network, self.election)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        path = self.ckpt_dir / "model.pt"
+        last = self.current_round == self.start_round + self.num_rounds - 1
+        path = self.ckpt_dir / ("model.pt" if last else "global_latest.pt")
         atomic_write(path, lambda file: torch.save(network.state_dict(), file))
-        if self.election:
-            update_metadata(self.metadata_file, {**self.election, "preprocessing": network.record["preprocessing"]})
+        self.saved_round = self.current_round
+        if last:
+            (self.ckpt_dir / "global_latest.pt").unlink(missing_ok=True)
+            block = {"modalities": list(network.modalities), "teachers": None, **self.election}
+            update_metadata(self.metadata_file, {**block, "preprocessing": network.record["preprocessing"]})
         self.info(f"global model of round {self.current_round} saved to {path}")
+
+    def run(self) -> None:
+        """FedAvg's rounds; a run that ends before its last round is saved says so, in one line."""
+        self.saved_round = None
+        super().run()
+        final = self.start_round + self.num_rounds - 1
+        if self.saved_round != final:
+            self.error(
+                f"the federated run ended short: the global model of round {final} was never written (last written: "
+                f"{'none' if self.saved_round is None else f'round {self.saved_round}, in global_latest.pt'}); "
+                f"{self.ckpt_dir / 'model.pt'} and {self.metadata_file} are left as they were. See each site's log for "
+                "the failure, then run the job again."
+            )

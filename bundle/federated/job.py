@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bundle import BUNDLE_ROOT
-from bundle.errors import InputError
+from bundle.errors import InputError, install_excepthook
 
 __all__ = ["JOB_DIR", "SERVER_SETTINGS", "SITE_SETTINGS", "job_settings", "configure_job", "main"]
 
@@ -66,7 +66,8 @@ def configure_job(out_dir: str | Path, job_dir: str | Path = JOB_DIR, **settings
         ``out_dir``.
 
     Raises:
-        InputError: for an unknown setting or an existing ``out_dir``.
+        InputError: for an unknown setting, an existing ``out_dir``, or a ``dataset_root`` without a folder for each
+            of the ``num_clients`` sites (``site-1`` ...).
     """
     unknown = sorted(set(settings) - set(SERVER_SETTINGS) - set(SITE_SETTINGS))
     if unknown:
@@ -77,6 +78,16 @@ def configure_job(out_dir: str | Path, job_dir: str | Path = JOB_DIR, **settings
     if out_dir.exists():
         raise InputError(f"{out_dir} already exists; choose a new folder for the job (nothing was written).")
     meta, server, client = _read(Path(job_dir))
+    root = settings.get("dataset_root")
+    if root:
+        sites = int(settings.get("num_clients", meta.get("min_clients", 0)))
+        missing = [f"site-{k}" for k in range(1, sites + 1) if not (Path(root) / f"site-{k}").is_dir()]
+        if missing:
+            raise InputError(
+                f"dataset_root {root} has no folder for {', '.join(missing)}: each site reads <dataset_root>/<its "
+                f"name> (the simulator names them site-1 ... site-{sites}); add the folders or fix --dataset_root "
+                "(nothing was written)."
+            )
     server_args = server["workflows"][0]["args"]
     site_args = _site_args(client)
     for key, value in settings.items():
@@ -97,6 +108,7 @@ def configure_job(out_dir: str | Path, job_dir: str | Path = JOB_DIR, **settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="the new job folder")
     parser.add_argument("--job", default=str(JOB_DIR), help="the job to copy")

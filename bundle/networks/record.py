@@ -90,15 +90,8 @@ def network_from_record(checkpoint: str | os.PathLike | None = None, **config: A
                 f"{checkpoint} was trained on modalities {recorded['modalities']}, but modalities is "
                 f'{list(config["modalities"])}; pass --modalities "{recorded["modalities"]}".'
             )
-        differing = [key for key, value in recorded.items() if key in config and plain(config[key]) != value]
-        if differing:
-            logger.warning(
-                f"{checkpoint} was trained with "
-                + ", ".join(f"{key}={recorded[key]}" for key in differing)
-                + "; the network is built with those, not the config's "
-                + ", ".join(f"{key}={plain(config[key])}" for key in differing)
-                + "."
-            )
+        given = {key: plain(value) for key, value in config.items() if key in recorded}
+        _warn_record_wins(checkpoint, recorded, given, "the network is built")
         keys.update(recorded)
     return LCKDNet(**keys)
 
@@ -150,16 +143,23 @@ def model_preprocessing(
                 f"{source} was trained with {key}={resolved[key]!r}, which this bundle does not apply (it applies "
                 f"{key}={applied!r}); run it with the bundle version it was trained with."
             )
-    differing = [k for k, v in given.items() if k != "label_convention" and v != resolved[k]]
+    _warn_record_wins(
+        source, resolved, {k: v for k, v in given.items() if k != "label_convention"}, "its input is prepared"
+    )
+    return resolved
+
+
+def _warn_record_wins(source: Any, recorded: Mapping[str, Any], given: Mapping[str, Any], what: str) -> None:
+    """One warning naming the config values that disagree with the record, which wins."""
+    differing = [key for key, value in given.items() if value != recorded[key]]
     if differing:
         logger.warning(
             f"{source} was trained with "
-            + ", ".join(f"{key}={resolved[key]}" for key in differing)
-            + "; its input is prepared with those, not the config's "
+            + ", ".join(f"{key}={recorded[key]}" for key in differing)
+            + f"; {what} with those, not the config's "
             + ", ".join(f"{key}={given[key]}" for key in differing)
             + "."
         )
-    return resolved
 
 
 def recorded_teachers(checkpoint: str | os.PathLike, modalities: Sequence[str]) -> dict[str, str] | None:
