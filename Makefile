@@ -55,9 +55,11 @@ demo: $(INSTALLED)
 	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/report/combinations.png, table: eval/report/summary.md;" \
 		"runs: mlflow ui --backend-store-uri sqlite:///eval/mlruns.db"
 
+# two pytest workers of one torch thread each (tests/conftest.py): the suite's many `monai.bundle run` subprocesses
+# spend seconds importing on one core, which the other worker's tests then use
 test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
-	$(PY) -m pytest -q $(addprefix --ignore=,$(CLIENT_TESTS))
+	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 
 # make package VERSION=0.2.0 CHANGE="what changed" KEY=keys/site-a.key [SCHEMA=meta_schema_20240725.json]:

@@ -46,9 +46,13 @@ TINY_NETWORK = {k: v for k, v in TINY_OVERRIDES.items() if k not in ("batch_size
 # The keys that shape the network.
 NETWORK_KEYS = {k: TINY_OVERRIDES[k] for k in ("filters", "kernel_size", "strides")}
 
-# Environment of the bundle's commands run as subprocesses: two threads, so that they do not
-# oversubscribe the machine's cores beside the test process.
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+# Threads per test process: the machine's two cores, or one each when pytest-xdist runs two workers (`make test`),
+# so that no two torch processes ever contend for a core (which slows both tenfold).
+THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+
+# Environment of the bundle's commands run as subprocesses: as many threads as their test process, whose place
+# they take while it waits.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS, "PYTHONUNBUFFERED": "1"}
 
 
 @contextlib.contextmanager
@@ -145,7 +149,7 @@ def run_workflow(
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(THREADS))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -112,16 +112,25 @@ class TestTraining(CommandLineTestCase):
 
     def test_a_run_that_starts_over_sets_aside_the_earlier_runs_checkpoints(self):
         """An earlier run left epoch 3; a run started over (--resume false) for 2 epochs, then resumed to 4, must
-        continue from its own epoch 2, and the earlier run's files must still exist."""
+        continue from its own epoch 2, and the earlier run's files must still exist. Booleans typed on the command
+        line (``false``, ``FALSE``) are read as such, and a typo is one line."""
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
             short = ["--elect_epoch", "1", "--val_interval", "1"]
             self.assertEqual(self._train(work, "--max_epochs", "3", "--resume", "false", *short).returncode, 0)
             earlier = {p.name: p.read_bytes() for p in (work / "models").glob("*.pt")}
             self.assertIn("latest_checkpoint_epoch=3.pt", earlier)
+            typo = self._train(work, "--resume", "maybe")
+            self.assert_one_line_error(typo, "--resume must be true or false (also 1/0, yes/no, on/off); got 'maybe'")
+            # booleans as typed on a command line; one encoder per sequence, unlike the earlier run
+            short += ["--shared_encoder", "false", "--mlflow", "FALSE"]
             over = self._train(work, "--max_epochs", "2", "--resume", "false", *short)
             self.assertEqual(over.returncode, 0, over.stderr[-2000:])
             self.assertIn("this training starts over, so the earlier run's", over.stdout + over.stderr)
+            self.assertIn("SupervisedTrainer - INFO - Epoch[1] Complete", over.stdout + over.stderr)
+            self.assertFalse((work / "eval" / "mlruns.db").exists())
+            weights = torch.load(work / "models" / "model.pt", weights_only=True)
+            self.assertTrue(any(key.startswith("encoders.3.") for key in weights))
             (aside,) = (work / "models").glob("set_aside_*")
             self.assertEqual({p.name: p.read_bytes() for p in aside.iterdir()}, earlier)
             resumed = self._train(work, "--max_epochs", "4", *short)
@@ -181,6 +190,27 @@ class TestModelPathAndSplits(CommandLineTestCase):
             self.assertEqual(evaluate.returncode, 0, evaluate.stderr[-3000:])
             self.assertIn(f"teachers ({work / 'trained' / 'model.pt'})", evaluate.stdout + evaluate.stderr)
             self.assertEqual((work / "models" / "model.pt").read_bytes(), b"another model, in the default place")
+
+    def test_elect_into_a_read_only_model_folder_changes_nothing(self):
+        """Issue 26, item 13: the folder is made immutable (``chattr +i``), which stops root as well."""
+        with TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "trained").mkdir()
+            tiny_checkpoint(work / "trained" / "model.pt")
+            metadata = fresh_metadata(work)
+            before = (metadata.read_bytes(), (work / "trained" / "model.pt").read_bytes())
+            if subprocess.run(["chattr", "+i", str(work / "trained")], capture_output=True).returncode != 0:
+                self.skipTest("chattr +i is not allowed here")
+            try:
+                elect = bundle_run(
+                    ["train.json", "elect.json"], "--bundle_root", str(work), "--ckpt_dir", str(work / "trained"),
+                    "--dataset_dir", str(self.dataset), "--output_dir", str(work / "eval"), "--metadata_file",
+                    str(metadata), "--datalist_file", str(work / "datalist.json"), "--mlflow", "false", *TINY_ARGS,
+                )  # fmt: skip
+            finally:
+                subprocess.run(["chattr", "-i", str(work / "trained")], check=True)
+            self.assert_one_line_error(elect, f"cannot write to {work / 'trained'}")
+            self.assertEqual((metadata.read_bytes(), (work / "trained" / "model.pt").read_bytes()), before)
 
     def test_a_case_listed_twice_is_refused(self):
         with TemporaryDirectory() as tmp:

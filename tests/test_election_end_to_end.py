@@ -7,6 +7,9 @@ with TC=flair, ET=t2); separating them needs longer training than a unit test sh
 
 80 epochs (480 steps): at 50, in a fresh environment, the swapped assignment's ET race ended in a tie
 (t1 0.623 vs t2 0.621, the WT teacher's outline against the core's own teacher).
+
+Only the swapped assignment runs: it is the one a wrong election could not pass by echoing the BraTS-like defaults
+(t1ce/t1ce/flair), which the demo's election shows, and each assignment costs 2.5 min of the suite's time.
 """
 
 import json
@@ -21,10 +24,7 @@ from tests.test_train_workflow import train
 
 EPOCHS = 80
 
-ASSIGNMENTS = [
-    ("default", {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}),
-    ("swapped", {"ET": "t2", "TC": "t2", "WT": "t1"}),
-]
+ASSIGNMENTS = [("swapped", {"ET": "t2", "TC": "t2", "WT": "t1"})]
 
 
 class TestElectionEndToEnd(unittest.TestCase):

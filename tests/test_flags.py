@@ -1,11 +1,6 @@
 """Boolean settings as the command line hands them: "false" must mean false, "maybe" must be refused."""
 
-import json
-import subprocess
-import sys
-import tempfile
 import unittest
-from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
@@ -13,7 +8,7 @@ from parameterized import parameterized
 
 from bundle.networks import LCKDNet
 from bundle.settings import flag
-from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, TINY_NETWORK, TINY_OVERRIDES, TinyDatasetTestCase
+from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_NETWORK
 
 TINY = {k: v for k, v in TINY_NETWORK.items() if k != "mlflow"}
 
@@ -78,38 +73,6 @@ class TestBooleanKeysFromTheCommandLine(unittest.TestCase):
         self.assertFalse(read(parsed(config, key, "false", item)), (config, key))
         if key not in ("distributed", "compile"):  # true would start a process group / torch.compile
             self.assertTrue(read(parsed(config, key, "True", item)), (config, key))
-
-
-class TestBooleanKeysThroughMonaiBundleRun(TinyDatasetTestCase):
-    def _train(self, work: Path, *extra: str) -> subprocess.CompletedProcess:
-        settings = {**TINY_OVERRIDES, "max_epochs": 1, "elect_epoch": 1, "val_interval": 1, "dataset_dir": str(self.dataset),
-                    "datalist_file": str(work / "datalist.json"), "ckpt_dir": str(work / "models"),
-                    "output_dir": str(work / "eval"), "metadata_file": str(work / "metadata.json")}  # fmt: skip
-        (work / "args.json").write_text(json.dumps(settings))
-        (work / "metadata.json").write_text((CONFIGS / "metadata.json").read_text())
-        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
-        return subprocess.run(
-            [*command, "--args_file", str(work / "args.json"), *extra],
-            cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-        )  # fmt: skip
-
-    def test_resume_false_starts_over_and_a_typo_is_one_line(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            first = self._train(work)
-            self.assertEqual(first.returncode, 0, first.stderr[-2000:])
-            again = self._train(work, "--resume", "false", "--shared_encoder", "false", "--mlflow", "FALSE")
-            self.assertEqual(again.returncode, 0, again.stderr[-2000:])
-            output = again.stdout + again.stderr
-            self.assertNotIn("latest_checkpoint_epoch=1.pt (epoch 1", output)  # the resume message of a resumed run
-            self.assertIn("SupervisedTrainer - INFO - Epoch[1] Complete", output)  # trained again from epoch 1
-            self.assertFalse((work / "eval" / "mlruns.db").exists())
-            weights = torch.load(work / "models" / "model.pt", weights_only=True)
-            self.assertTrue(any(key.startswith("encoders.3.") for key in weights))  # one encoder per sequence
-            typo = self._train(work, "--resume", "maybe")
-            self.assertNotEqual(typo.returncode, 0)
-            self.assertIn("--resume must be true or false (also 1/0, yes/no, on/off); got 'maybe'", typo.stderr)
-            self.assertNotIn("Traceback", typo.stderr)
 
 
 if __name__ == "__main__":

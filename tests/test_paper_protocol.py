@@ -202,6 +202,7 @@ class TestPaperRunOnOfficialNames(unittest.TestCase):
                 cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
             )  # fmt: skip
             output = run.stdout + run.stderr
+            Path("/tmp/paper_run.log").write_text(output)
             self.assertEqual(run.returncode, 0, output[-3000:])
             self.assertIn("training 285 (train_all), validation 57 (validation), test 0", output)
             self.assertIn("puts 57 of the 57 validation cases in training too", output)
