@@ -216,24 +216,48 @@ class TestSiteData(unittest.TestCase):
 class TestSimulator(unittest.TestCase):
     """Two sites, two rounds, a tiny network: the job as shipped, with only its settings changed."""
 
+    @staticmethod
+    def _simulate(tmp: Path) -> tuple[subprocess.CompletedProcess, Path]:
+        """The shipped job over ``tmp/sites`` (2 sites, 2 rounds, election at round 1) under ``nvflare simulator``;
+        returns the run and the metadata file it writes into (global model in ``tmp/global``)."""
+        tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "test_fraction": 0.0, "val_interval": 2, "log_every": 5,
+                "warmup_epochs": 1, "min_site_cases": 1}  # fmt: skip
+        (tmp / "tiny.json").write_text(json.dumps(tiny))
+        metadata = fresh_metadata(tmp)
+        configs = ["configs/train.json", "configs/federated.json", "configs/demo.json", str(tmp / "tiny.json")]
+        job = configure_job(
+            tmp / "job", num_clients=2, num_rounds=2, elect_round=1, reelect_every=0, configs=configs,
+            dataset_root=str(tmp / "sites"), ckpt_dir=str(tmp / "global"), metadata_file=str(metadata),
+        )  # fmt: skip
+        nvflare = Path(sys.executable).with_name("nvflare")
+        run = subprocess.run(
+            [str(nvflare), "simulator", str(job), "-w", str(tmp / "workspace"), "-n", "2", "-t", "2"],
+            capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
+        )  # fmt: skip
+        return run, metadata
+
+    def test_a_site_that_fails_leaves_the_previous_global_model_and_says_the_run_ended_short(self):
+        """Issue 26, items 4-5: site-2's data cannot be read, so no round completes."""
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            _make_sites(tmp / "sites", cases=3)
+            broken = next((tmp / "sites" / "site-2").rglob("*_t2.nii.gz"))
+            broken.write_bytes(broken.read_bytes()[:200])  # truncated
+            (tmp / "global").mkdir()
+            (tmp / "global" / "model.pt").write_bytes(b"the previous run's global model")
+            before = fresh_metadata(tmp).read_bytes()
+            run, metadata = self._simulate(tmp)
+            log = run.stdout + run.stderr
+            self.assertIn("the federated run ended short: the global model of round 1 was never written", log)
+            self.assertEqual((tmp / "global" / "model.pt").read_bytes(), b"the previous run's global model")
+            self.assertEqual(metadata.read_bytes(), before)
+            self.assertFalse((tmp / "global" / "global_latest.pt").exists())
+
     def test_two_sites_two_rounds_give_a_global_model_with_federated_teachers(self):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _make_sites(tmp / "sites")
-            tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "test_fraction": 0.0, "val_interval": 2, "log_every": 5,
-                    "warmup_epochs": 1, "min_site_cases": 1}  # fmt: skip
-            (tmp / "tiny.json").write_text(json.dumps(tiny))
-            metadata = fresh_metadata(tmp)
-            configs = ["configs/train.json", "configs/federated.json", "configs/demo.json", str(tmp / "tiny.json")]
-            job = configure_job(
-                tmp / "job", num_clients=2, num_rounds=2, elect_round=1, reelect_every=0, configs=configs,
-                dataset_root=str(tmp / "sites"), ckpt_dir=str(tmp / "global"), metadata_file=str(metadata),
-            )  # fmt: skip
-            nvflare = Path(sys.executable).with_name("nvflare")
-            run = subprocess.run(
-                [str(nvflare), "simulator", str(job), "-w", str(tmp / "workspace"), "-n", "2", "-t", "2"],
-                capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
-            )  # fmt: skip
+            run, metadata = self._simulate(tmp)
             log = run.stdout + run.stderr
             self.assertEqual(run.returncode, 0, log[-3000:])
             self.assertIn("federated teacher election on the global model of round 1", log)
