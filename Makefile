@@ -34,7 +34,7 @@ $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,fl]"
+	$(PY) -m pip install --quiet -e ".[test,fl,clinical]"
 	$(PY) -m pip uninstall --quiet --yes monailabel monai-deploy-app-sdk holoscan-cu13 2>/dev/null || true
 	touch $(INSTALLED)
 
