@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from parameterized import parameterized
 from pydicom.uid import generate_uid
 
-from bundle.clinical.registration import coregister, point_errors
+from bundle.clinical.registration import MIN_MUTUAL_INFORMATION, coregister, point_errors
 from bundle.clinical.series import find_series, name_series, read_series
 from bundle.clinical.studies import VENDORS, make_study
 from bundle.conventions import DEFAULT_MODALITIES
@@ -110,6 +110,16 @@ class TestCoregistration(unittest.TestCase):
                 self.assertLess(np.median(errors), 1.5, sequence)
                 # the drawn motion was real: without registration the same points are off by far more
                 self.assertGreater(np.median(point_errors(sitk.Euler3DTransform(), truth, in_reference)), 3.0, sequence)
+                self.assertGreater(registrations[sequence].mutual_information, MIN_MUTUAL_INFORMATION, sequence)
+            # a series that shows no head (noise in the T2 series' grid) is flagged, not registered silently
+            images = {s: read_series(found.named[s]) for s in ("t1ce", "t2")}
+            noise = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1000, images["t2"].GetSize()[::-1]))
+            noise.CopyInformation(images["t2"])
+            with self.assertRaisesRegex(
+                InputError,
+                r"registration to the t1ce series \(T1CE\) failed for T2: mutual information 0\.\d\d < 0\.62",
+            ):
+                coregister({"t1ce": images["t1ce"], "t2": noise}, names={"t1ce": "T1CE", "t2": "T2"})
 
 
 class TestBadStudies(unittest.TestCase):

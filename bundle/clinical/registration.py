@@ -5,6 +5,11 @@ finest through-plane resolution in most protocols and the one ET is read on. Eac
 with SimpleITK: a rigid (Euler) transform initialised by the images' centres of mass, Mattes mutual information
 (sequences differ in contrast), multi-resolution (4, 2, 1), regular-step gradient descent. The transform maps a
 point of the reference's space to the same anatomy in the moving sequence's space, as SimpleITK's resampling needs.
+
+A registration that did not find the anatomy is flagged, not segmented: its mutual information over every voxel
+(:func:`mutual_information`) must reach ``min_mutual_information`` (``configs/clinical.json``, default
+:data:`MIN_MUTUAL_INFORMATION`). Measured on phantom studies at 2 mm (4 studies, 12 registrations): converged 0.69-0.98;
+the same transforms moved 5 mm 0.53-0.58, turned 5 degrees 0.43-0.46, 20 degrees 0.09-0.15.
 """
 
 from __future__ import annotations
@@ -16,9 +21,20 @@ import numpy as np
 
 from bundle.errors import InputError
 
-__all__ = ["REFERENCE_ORDER", "Registration", "reference_sequence", "register_rigid", "coregister", "point_errors"]
+__all__ = [
+    "REFERENCE_ORDER",
+    "MIN_MUTUAL_INFORMATION",
+    "Registration",
+    "reference_sequence",
+    "register_rigid",
+    "mutual_information",
+    "coregister",
+    "point_errors",
+]
 
 REFERENCE_ORDER = ("t1ce", "t1", "flair", "t2")
+MIN_MUTUAL_INFORMATION = 0.62
+"""Below this (Mattes, 32 bins, every voxel), a registration is taken as failed; see the module's measurements."""
 
 
 @dataclass
@@ -27,8 +43,8 @@ class Registration:
 
     transform: object
     """SimpleITK transform: reference point -> the same anatomy in this sequence's space."""
-    metric: float
-    """The final Mattes mutual information (negative: lower is better)."""
+    mutual_information: float
+    """Mattes mutual information of the aligned pair over every voxel (higher is better)."""
     iterations: int
 
 
@@ -78,22 +94,61 @@ def register_rigid(fixed, moving, seed: int = 0) -> Registration:
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
     transform = method.Execute(fixed, moving)
-    return Registration(transform, float(method.GetMetricValue()), int(method.GetOptimizerIteration()))
+    return Registration(transform, mutual_information(fixed, moving, transform), int(method.GetOptimizerIteration()))
 
 
-def coregister(images: Mapping[str, object], seed: int = 0) -> tuple[str, dict[str, Registration]]:
+def mutual_information(fixed, moving, transform) -> float:
+    """Mattes mutual information (32 bins) of ``fixed`` and ``moving`` seen through ``transform``, every voxel."""
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform, inPlace=False)
+    # SimpleITK minimises, so it reports the negative
+    return -float(method.MetricEvaluate(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)))
+
+
+def coregister(
+    images: Mapping[str, object],
+    seed: int = 0,
+    min_mutual_information: float = MIN_MUTUAL_INFORMATION,
+    names: Mapping[str, str] | None = None,
+) -> tuple[str, dict[str, Registration]]:
     """Every sequence of ``images`` registered to the reference (:func:`reference_sequence`).
+
+    Args:
+        images: ``{sequence: SimpleITK image}``.
+        seed: of the metric's sampling.
+        min_mutual_information: a registration below it is refused.
+        names: how messages name each sequence's series (default: the sequence).
 
     Returns:
         ``(reference, {sequence: Registration})``; the reference's own entry is the identity.
+
+    Raises:
+        InputError: naming each series whose registration stayed below ``min_mutual_information``.
     """
     import SimpleITK as sitk
 
     reference = reference_sequence(images)
-    registrations = {reference: Registration(sitk.Euler3DTransform(), 0.0, 0)}
+    registrations = {reference: Registration(sitk.Euler3DTransform(), float("nan"), 0)}
     for sequence, image in images.items():
         if sequence != reference:
             registrations[sequence] = register_rigid(images[reference], image, seed)
+    failed = {s: r for s, r in registrations.items() if r.mutual_information < min_mutual_information}
+    if failed:
+        names = names or {}
+        listing = "; ".join(
+            f"{names.get(s, s)}: mutual information {r.mutual_information:.2f} < {min_mutual_information}"
+            for s, r in failed.items()
+        )
+        raise InputError(
+            f"registration to the {reference} series ({names.get(reference, reference)}) failed for {listing}; the "
+            "study is not segmented. Check that the series shows the same head, or drop it; a site whose scans "
+            "register below the threshold can lower registration.min_mutual_information in configs/clinical.json."
+        )
     return reference, registrations
 
 
