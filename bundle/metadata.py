@@ -13,7 +13,11 @@ from bundle.conventions import check_teachers
 from bundle.errors import InputError, InputFileError
 from bundle.io import atomic_write_json, read_json
 
-__all__ = ["read_metadata", "update_metadata", "read_teachers", "metadata_without_election"]
+__all__ = ["EXPECTED_DICE_KEY", "read_metadata", "update_metadata", "read_teachers", "metadata_without_election"]
+
+EXPECTED_DICE_KEY = "lckd_expected_dice"
+"""metadata.json's block of the model's Dice per modality combination and region (mean, std over cases), written by
+the evaluation with the model's SHA-256, read by the clinical report's acquisition advice."""
 
 
 def read_metadata(metadata_file: str | os.PathLike, writable: bool = False) -> dict[str, Any]:
@@ -58,6 +62,7 @@ def metadata_without_election(target: str | os.PathLike) -> Path:
     """
     metadata = read_metadata(BUNDLE_ROOT / "configs" / "metadata.json")
     metadata.pop("lckd", None)
+    metadata.pop(EXPECTED_DICE_KEY, None)
     return atomic_write_json(target, metadata)
 
 

@@ -20,8 +20,10 @@ import nibabel as nib
 import numpy as np
 
 from bundle.data import make_dataset
+from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import score_label_maps
 from bundle.networks import read_record
+from bundle.packaging import file_sha256
 from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, run_workflow
 from tests.test_train_workflow import train
 
@@ -98,6 +100,19 @@ class TestWrittenEqualsScored(unittest.TestCase):
                     self.assertAlmostEqual(self.rows[case][key], value, delta=1e-6, msg=(case, key))
                     # combinations.csv: the same numbers to 6 significant digits
                     np.testing.assert_allclose(float(self.reported[case][key]), value, rtol=1e-5, err_msg=key)
+
+    def test_the_evaluation_records_its_table_beside_the_model(self):
+        """metadata.json's Dice table per combination, what the clinical report's advice reads, is the report's."""
+        table = json.loads((self.root / "metadata.json").read_text())[EXPECTED_DICE_KEY]
+        self.assertEqual(table["model_sha256"], file_sha256(self.root / "models" / "model.pt"))
+        self.assertEqual((table["split"], table["cases"], table["optimistic"]), ("test", len(self.test_cases), None))
+        self.assertEqual(len(table["dice"]), 15)
+        with open(self.root / "eval" / "report" / "summary.csv") as file:
+            summary = {row["combination"]: row for row in csv.DictReader(file)}
+        for combination, regions in table["dice"].items():
+            for region, (mean, std) in regions.items():
+                self.assertAlmostEqual(mean, float(summary[combination][f"dice_{region}_mean"]), delta=6e-5)  # rounded
+                self.assertAlmostEqual(std, float(summary[combination][f"dice_{region}_std"]), delta=6e-5)
 
     def test_the_written_label_maps_are_good(self):
         """A trained model's files, not only well-formed ones: every test case's whole tumour found."""

@@ -22,7 +22,16 @@ import numpy as np
 
 from bundle.errors import InputError
 
-__all__ = ["Series", "StudySeries", "find_series", "check_rules", "name_series", "read_series", "ENHANCED_SOP_CLASSES"]
+__all__ = [
+    "Series",
+    "StudySeries",
+    "find_series",
+    "check_rules",
+    "name_series",
+    "read_series",
+    "slice_order",
+    "ENHANCED_SOP_CLASSES",
+]
 
 ENHANCED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
@@ -46,6 +55,8 @@ class Series:
     image_type: tuple[str, ...]
     contrast_agent: str
     files: list[Path] = field(default_factory=list)
+    nifti: bool = False
+    """a NIfTI file (named by its file name) instead of DICOM slices."""
 
     @property
     def name(self) -> str:
@@ -68,10 +79,11 @@ class StudySeries:
 
 
 def find_series(folder: str | Path) -> list[Series]:
-    """Every DICOM series under ``folder`` (files of any name; non-DICOM files are ignored), by series number.
+    """Every DICOM series under ``folder`` (files of any name; non-DICOM files are ignored), by series number; a
+    folder without DICOM but with NIfTI files gives one series per file, its name the file's.
 
     Raises:
-        InputError: when ``folder`` does not exist or holds no DICOM file.
+        InputError: when ``folder`` does not exist or holds neither DICOM nor NIfTI files.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -101,11 +113,22 @@ def find_series(folder: str | Path) -> list[Series]:
             )
         series[uid].files.append(path)
     if not series:
-        raise InputError(f"{folder} holds no DICOM file (searched every file below it); give a study's folder.")
+        nifti = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".nii", ".nii.gz")))
+        if nifti:
+            return [
+                Series(uid=str(path), number=number, description=path.name.split(".nii")[0], protocol="",
+                       modality="MR", sop_class="", image_type=(), contrast_agent="", files=[path], nifti=True)
+                for number, path in enumerate(nifti, start=1)
+            ]  # fmt: skip
+        raise InputError(
+            f"{folder} holds no DICOM or NIfTI file (searched every file below it); give a study's folder."
+        )
     return sorted(series.values(), key=lambda s: (s.number, s.uid))
 
 
 def _unusable(series: Series) -> str | None:
+    if series.nifti:
+        return None
     if series.modality != "MR":
         return f"modality {series.modality or 'unknown'}, not MR"
     if series.sop_class in ENHANCED_SOP_CLASSES:
@@ -205,8 +228,24 @@ def read_series(series: Series):
         InputError: naming the series when its slices differ in orientation, repeat a position, or are unevenly
             spaced (missing slices).
     """
-    import pydicom
     import SimpleITK as sitk
+
+    if series.nifti:
+        try:
+            image = sitk.ReadImage(str(series.files[0]), sitk.sitkFloat32)
+        except RuntimeError:
+            raise InputError(f"{series.files[0]} cannot be read as an image; export it again.") from None
+        if image.GetDimension() != 3:
+            raise InputError(f"{series.files[0]} has {image.GetDimension()} dimensions; give one 3D volume per file.")
+        return image
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(path) for path in slice_order(series)])
+    return reader.Execute()
+
+
+def slice_order(series: Series) -> list[Path]:
+    """The files of a DICOM series in slice order (along the slices' normal), checked as :func:`read_series` says."""
+    import pydicom
 
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in series.files]
     orientations = {tuple(np.round(np.asarray(h.ImageOrientationPatient, float), 4)) for h in headers}
@@ -224,6 +263,4 @@ def read_series(series: Series):
             f"{series.name} has missing slices or uneven spacing (gaps between slices of {gaps.min():.2f}-{gaps.max():.2f}"
             " mm); export the whole series again."
         )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(series.files[i]) for i in order])
-    return reader.Execute()
+    return [series.files[i] for i in order]

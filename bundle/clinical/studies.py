@@ -9,7 +9,8 @@ with the head moved by a random rigid transform (up to ``max_degrees`` about a r
 direction), as a patient moves between series. Each series is written as single-frame MR DICOM (pydicom) with the
 tags a converter reads (orientation, position, spacing, series description in one vendor's style, contrast agent,
 TR/TE/TI). The truth is kept beside the DICOM: the label map in the atlas grid and in each native grid, and each
-sequence's transform (native point to atlas point), in ``truth/``.
+sequence's transform (native point to atlas point), and each sequence skull-stripped on the atlas grid (the case as
+BraTS would distribute it), in ``truth/``.
 """
 
 from __future__ import annotations
@@ -171,7 +172,10 @@ def _write_series(
         ds.Modality, ds.Manufacturer, ds.MagneticFieldStrength = "MR", vendor, 3.0
         ds.PatientName, ds.PatientID = study["patient"], study["patient"]
         ds.StudyInstanceUID, ds.FrameOfReferenceUID = study["study_uid"], study["frame_uid"]
+        ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
         ds.StudyDate = ds.SeriesDate = "20261203"
+        ds.StudyTime = ds.SeriesTime = "120000"
+        ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
         ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series_uid, number, index + 1
         ds.SeriesDescription = ds.ProtocolName = description
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
@@ -241,6 +245,8 @@ def make_study(
     atlas_label = _atlas_image(label, spacing)
     sitk.WriteImage(atlas_label, str(truth / "atlas_label.nii.gz"))
     sitk.WriteImage(_atlas_image(brain.astype(np.uint8), spacing), str(truth / "atlas_brain.nii.gz"))
+    for sequence in sequences:  # the skull-stripped case as BraTS would give it: an exact atlas for tests
+        sitk.WriteImage(_atlas_image(images[sequence] * brain, spacing), str(truth / f"atlas_{sequence}.nii.gz"))
     centre = atlas_label.TransformContinuousIndexToPhysicalPoint([c for c in np.argwhere(brain).mean(0)])
     study = {"patient": f"PHANTOM^{seed:04d}", "study_uid": _uid(), "frame_uid": _uid()}
     record: dict[str, Any] = {"vendor": vendor, "seed": seed, "sequences": list(sequences), "series": {}}

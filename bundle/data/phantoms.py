@@ -33,6 +33,7 @@ __all__ = [
     "CONTRAST",
     "PHANTOM_LAYOUTS",
     "template_tissues",
+    "atlas_template",
     "make_phantom",
     "make_phantom_dataset",
     "save_preview",
@@ -71,7 +72,8 @@ _TEMPLATE_FILES = {
 
 @functools.cache
 def template_tissues() -> dict[str, np.ndarray]:
-    """``{"brain", "csf", "gm", "wm"}``: float32 probability maps of the MNI ICBM 2009a template (197 x 233 x 189, 1 mm).
+    """``{"brain", "csf", "gm", "wm"}``: float32 probability maps of the MNI ICBM 2009a template (197 x 233 x 189, 1 mm),
+    and ``"t1"``: its skull-stripped T1 image.
 
     Raises:
         InputError: when ``nilearn`` (which ships the template files) is not installed.
@@ -83,7 +85,45 @@ def template_tissues() -> dict[str, np.ndarray]:
     maps = {key: np.asarray(nib.load(folder / name).dataobj, dtype=np.float32) for key, name in _TEMPLATE_FILES.items()}
     brain = (maps["t1"] > 0).astype(np.float32)
     gm, wm = maps["gm"] / 255.0 * brain, maps["wm"] / 255.0 * brain
-    return {"brain": brain, "gm": gm, "wm": wm, "csf": np.clip(brain - gm - wm, 0.0, 1.0)}
+    return {"brain": brain, "gm": gm, "wm": wm, "csf": np.clip(brain - gm - wm, 0.0, 1.0), "t1": maps["t1"]}
+
+
+def _brats_grid_mm(spacing: float) -> tuple[tuple[int, ...], np.ndarray]:
+    """The BraTS grid's shape at ``spacing`` mm and each voxel's position in mm from the first (3 x shape)."""
+    shape = tuple(int(round(s / spacing)) for s in BRATS_GRID)
+    return shape, np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) * spacing for s in shape], indexing="ij"))
+
+
+def _template_coordinates(grid_mm: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Where each BraTS-grid voxel lies in the template (voxel indices): the brain's centre at
+    :data:`BRAIN_CENTRE_MM`, the template scaled by ``scale`` per axis."""
+    extent = np.argwhere(template_tissues()["brain"] > 0)
+    template_centre = ((extent.min(0) + extent.max(0)) / 2).astype(np.float32)
+    offset = grid_mm - np.asarray(BRAIN_CENTRE_MM, np.float32)[:, None, None, None]
+    return template_centre[:, None, None, None] + offset / np.asarray(scale, np.float32)[:, None, None, None]
+
+
+def atlas_template(spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The MNI ICBM 2009a T1 template, skull-stripped and undeformed, on the phantoms' BraTS grid: the atlas a
+    clinical study's brain is aligned to (:mod:`bundle.clinical.atlas`).
+
+    Returns:
+        ``(float32 image on the grid at spacing mm, its RAS affine)``, the affine as :func:`make_phantom`'s.
+
+    Example:
+        >>> atlas_template(3.0)[0].shape
+        (80, 80, 52)
+    """
+    _, grid_mm = _brats_grid_mm(spacing)
+    tissues = template_tissues()
+    image = ndimage.map_coordinates(tissues["t1"], _template_coordinates(grid_mm, np.ones(3)), order=1, cval=0.0)
+    return image.astype(np.float32), _grid_affine(spacing)
+
+
+def _grid_affine(spacing: float) -> np.ndarray:
+    affine = np.diag([-spacing, -spacing, spacing, 1.0])
+    affine[:3, 3] = [0.0, 239.0, 0.0]  # BraTS's SRI-24 headers: origin (0, -239, 0) in LPS, i.e. this RAS affine
+    return affine
 
 
 def _tumour(
@@ -140,17 +180,10 @@ def make_phantom(
     if unknown:
         raise InputError(f"phantoms have contrast for {list(CONTRAST)}, not {unknown}.")
     tissues = template_tissues()
-    shape = tuple(int(round(s / spacing)) for s in BRATS_GRID)
-    grid_mm = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) * spacing for s in shape], indexing="ij"))
+    shape, grid_mm = _brats_grid_mm(spacing)
     scale = rng.uniform(0.9, 1.05, 3).astype(np.float32)
-    extent = np.argwhere(tissues["brain"] > 0)
-    template_centre = ((extent.min(0) + extent.max(0)) / 2).astype(np.float32)
     displacement = np.stack([3.0 * smooth_field(rng, shape, 5) for _ in range(3)])
-    source = (
-        template_centre[:, None, None, None]
-        + (grid_mm - np.asarray(BRAIN_CENTRE_MM, np.float32)[:, None, None, None]) / scale[:, None, None, None]
-        + displacement
-    )
+    source = _template_coordinates(grid_mm, scale) + displacement
     maps = {
         key: ndimage.map_coordinates(tissues[key], source, order=1, cval=0.0) for key in ("brain", "csf", "gm", "wm")
     }
@@ -174,9 +207,7 @@ def make_phantom(
         noisy = np.sqrt((image + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
         images[modality] = np.where(brain > 0.5, noisy, 0.0).astype(np.float32)
     label[brain <= 0.5] = 0
-    affine = np.diag([-spacing, -spacing, spacing, 1.0])
-    affine[:3, 3] = [0.0, 239.0, 0.0]  # BraTS's SRI-24 headers: origin (0, -239, 0) in LPS, i.e. this RAS affine
-    return images, label, affine
+    return images, label, _grid_affine(spacing)
 
 
 def _in_convention(label: np.ndarray, convention: str) -> np.ndarray:

@@ -23,6 +23,8 @@ from bundle.conventions import (
     combination_name,
     modality_combinations,
 )
+from bundle.errors import InputError
+from bundle.metadata import EXPECTED_DICE_KEY, update_metadata
 from bundle.metrics.combinations import case_combination_metrics
 from bundle.metrics.scoring import check_rules
 from bundle.reports.tables import AVERAGE, format_summary_markdown, summarize_combinations, write_combination_reports
@@ -30,6 +32,11 @@ from bundle.reports.tables import AVERAGE, format_summary_markdown, summarize_co
 __all__ = ["CombinationEvaluator"]
 
 logger = logging.getLogger(__name__)
+
+
+def _rounded(value: float) -> float | None:
+    """4 decimals; ``None`` (JSON null) for NaN: no case scored, or one case's std."""
+    return None if math.isnan(value) else round(value, 4)
 
 
 class CombinationEvaluator(Engine):
@@ -64,6 +71,10 @@ class CombinationEvaluator(Engine):
         split: name of the data split evaluated, written above every table (e.g. ``"test"``).
         optimistic: why the split's numbers are optimistic (it elected the teachers, selected the model, or was
             trained on), ``None`` for a held-out split; logged as a warning and written into every report's title.
+        metadata_file: with ``model_file``, the bundle's metadata.json, into which the Dice table per combination
+            (mean and std over cases per region) is written under :data:`bundle.metadata.EXPECTED_DICE_KEY` with the
+            model's SHA-256, so that the model can advise which sequence to acquire (:mod:`bundle.clinical.report`).
+        model_file: the weights evaluated (their SHA-256 ties the table to them).
     """
 
     def __init__(
@@ -83,6 +94,8 @@ class CombinationEvaluator(Engine):
         lesion_wise: bool = True,
         split: str = "unnamed split",
         optimistic: str | None = None,
+        metadata_file: str | os.PathLike | None = None,
+        model_file: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(self._iteration)
         self.network = network
@@ -101,6 +114,8 @@ class CombinationEvaluator(Engine):
         self.lesion_wise = bool(lesion_wise)
         self.split = split
         self.optimistic = optimistic
+        self.metadata_file = metadata_file
+        self.model_file = model_file
         self.rows: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.report_paths: dict[str, Path] = {}
@@ -182,3 +197,33 @@ class CombinationEvaluator(Engine):
             + format_summary_markdown(self.summary, self.split, self.scoring, self.optimistic)
         )
         logger.info("reports: " + ", ".join(str(p) for p in self.report_paths.values()))
+        if self.metadata_file is not None and self.model_file is not None:
+            self._record_table()
+
+    def _record_table(self) -> None:
+        """The Dice table per combination into metadata.json, tied to the model's SHA-256; a failure only warns."""
+        from bundle.packaging import file_sha256
+
+        block = {
+            "model_sha256": file_sha256(self.model_file),
+            "split": self.split,
+            "cases": len({row["case"] for row in self.rows}),
+            "scoring": self.scoring,
+            "optimistic": self.optimistic,
+            "dice": {
+                entry["combination"]: {
+                    region: [_rounded(entry[f"dice_{region}_mean"]), _rounded(entry[f"dice_{region}_std"])]
+                    for region in REPORT_REGIONS
+                }
+                for entry in self.summary
+                if not entry["combination"].startswith(AVERAGE)
+            },
+        }
+        try:
+            update_metadata(self.metadata_file, block, key=EXPECTED_DICE_KEY)
+        except (OSError, InputError) as error:
+            logger.warning(f"the Dice table was not written into {self.metadata_file} ({error}); the report has it.")
+            return
+        logger.info(
+            f"Dice per combination of {self.model_file} written into {self.metadata_file} ({EXPECTED_DICE_KEY})"
+        )
