@@ -23,7 +23,7 @@ from bundle.clinical.brain import extract_brain
 from bundle.clinical.registration import MIN_MUTUAL_INFORMATION, coregister, point_errors
 from bundle.clinical.report import acquisition_advice, format_advice
 from bundle.clinical.series import find_series, name_series, read_series, slice_order
-from bundle.clinical.studies import VENDORS, make_study
+from bundle.clinical.studies import VENDORS, drawn_transform, make_study
 from bundle.conventions import DEFAULT_MODALITIES
 from bundle.errors import InputError
 from bundle.metadata import EXPECTED_DICE_KEY
@@ -90,14 +90,6 @@ class TestStudiesRoundTrip(unittest.TestCase):
                 self.assertGreater(degrees + np.linalg.norm(shift), 0.0)
 
 
-def _truth(record: dict, sequence: str) -> sitk.Transform:
-    """The transform a study was drawn with for ``sequence`` (native point -> atlas point)."""
-    transform = sitk.VersorRigid3DTransform()
-    transform.SetCenter(record["series"][sequence]["transform"]["centre"])
-    transform.SetParameters(record["series"][sequence]["transform"]["parameters"])
-    return transform
-
-
 class TestCoregistration(unittest.TestCase):
     def test_each_sequence_lands_on_the_reference_within_a_voxel(self):
         """Target of issue 27: median error under 1.5 mm, measured on brain points against the drawn transforms."""
@@ -110,10 +102,10 @@ class TestCoregistration(unittest.TestCase):
             brain = sitk.ReadImage(str(study / "truth" / "atlas_brain.nii.gz"))
             voxels = np.argwhere(sitk.GetArrayFromImage(brain) > 0)[::50, ::-1].astype(float)
             atlas = [brain.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels]
-            in_reference = np.asarray([_truth(record, reference).GetInverse().TransformPoint(a) for a in atlas])
+            in_reference = np.asarray([drawn_transform(record, reference).GetInverse().TransformPoint(a) for a in atlas])
             for sequence in ("flair", "t1", "t2"):
-                inverse = _truth(record, sequence).GetInverse()
-                truth = sitk.CompositeTransform([inverse, _truth(record, reference)])  # reference -> atlas -> native
+                inverse = drawn_transform(record, sequence).GetInverse()
+                truth = sitk.CompositeTransform([inverse, drawn_transform(record, reference)])  # reference -> atlas -> native
                 errors = point_errors(registrations[sequence].transform, truth, in_reference)
                 self.assertLess(np.median(errors), 1.5, sequence)
                 # the drawn motion was real: without registration the same points are off by far more
@@ -139,7 +131,7 @@ class TestBrainExtraction(unittest.TestCase):
             image = read_series(series)
             brain = sitk.ReadImage(str(study / "truth" / "atlas_brain.nii.gz"))
             truth = sitk.GetArrayFromImage(
-                sitk.Resample(brain, image, _truth(record, "t1ce"), sitk.sitkNearestNeighbor, 0)
+                sitk.Resample(brain, image, drawn_transform(record, "t1ce"), sitk.sitkNearestNeighbor, 0)
             ).astype(bool)
             mask = sitk.GetArrayFromImage(extract_brain(image, threads=1)).astype(bool)
             self.assertGreater(2 * (mask & truth).sum() / (mask.sum() + truth.sum()), 0.92)  # measured 0.963
@@ -147,7 +139,7 @@ class TestBrainExtraction(unittest.TestCase):
             self.assertLess(
                 2 * (kept & truth).sum() / (kept.sum() + truth.sum()), 0.8
             )  # the head is not the brain: 0.693
-            with self.assertRaisesRegex(InputError, r"must be one of \['deepbet', 'none'\], got 'bet'"):
+            with self.assertRaisesRegex(InputError, r"must be one of \['deepbet', 'hd-bet', 'none'\], got 'bet'"):
                 extract_brain(image, method="bet")
 
 
@@ -453,3 +445,33 @@ class TestClinicalCommand(unittest.TestCase):
         clinical = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "nifti_out" / "segmentation_t1ce_grid.nii.gz")))
         self.assertGreater(direct.sum(), 0)
         self.assertGreater(_dice(clinical > 0, direct > 0), 0.95)
+
+
+class TestMeasurementTables(unittest.TestCase):
+    def test_the_advice_agreement_compares_predicted_and_measured_gains(self):
+        """bundle.analysis.clinical's summary: a table whose gains are the measured ones agrees perfectly."""
+        from bundle.analysis.clinical import format_tables
+        from bundle.conventions import combination_name, modality_combinations
+
+        rng = np.random.default_rng(0)
+        rows, dice = [], {}
+        for combination in modality_combinations(DEFAULT_MODALITIES):
+            label = combination_name(combination)
+            means = {region: float(rng.uniform(0.1, 0.9)) for region in ("ET", "TC", "WT")}
+            dice[label] = {region: [mean, 0.1] for region, mean in means.items()}
+            for study, shift in (("a", -0.01), ("b", 0.01)):
+                for arm in ("native", "preprocessed"):
+                    rows.append({"study": study, "combination": label, "arm": arm,
+                                 **{f"dice_{r}": m + shift for r, m in means.items()}})  # fmt: skip
+        prepared = {
+            "a": {"registration_mm": {"flair->t1ce": 0.2, "t1->flair": 3.0, "t2->t1": 0.4, "t1->t2": 0.1},
+                  "brain_dice": {"t1ce": 0.95, "t1": 0.96, "flair": 0.94, "t2": 0.85}, "seconds": {"atlas": 0.0}},
+        }  # fmt: skip
+        text = format_tables({
+            "studies": 2, "seed": 1000, "spacing": 2.0, "coarsen": 2.0, "rows": rows, "prepared": prepared,
+            "advice_table": {"split": "test", "cases": 8, "dice": dice},
+        })  # fmt: skip
+        self.assertIn("| flair | 3.00, 3.00 | 0.940, 0.940 |", text)  # t1->flair, by reference
+        self.assertIn("| t1 | 0.40, 0.40 | 0.960, 0.960 |", text)
+        self.assertIn("Pearson r 1.00, same sign 100%, mean absolute difference 0.000", text)
+        self.assertIn("over 84 (combination, added sequence, region) gains", text)

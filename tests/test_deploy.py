@@ -25,6 +25,7 @@ from tests.conftest import (
     SUBPROCESS_ENV,
     TinyDatasetTestCase,
     run_workflow,
+    tiny_checkpoint,
     tiny_torchscript,
 )
 
@@ -126,6 +127,54 @@ class TestDeployApp(TinyDatasetTestCase):
                 app.stderr, r"(?m)^error: .*truncated.ts is not a readable TorchScript model \(RuntimeError"
             )
             self.assertNotIn("Traceback", app.stdout + app.stderr)
+
+
+@unittest.skipIf(bool(MISSING), MISSING)
+class TestDeployDicomApp(unittest.TestCase):
+    def test_a_dicom_study_gives_what_the_clinical_command_gives_and_a_seg(self):
+        """scripts/deploy_dicom_app.py on a phantom study without T1: the label map python -m bundle.clinical writes,
+        and Deploy's DICOM SEG of it, one segment per class, referencing the T1ce series."""
+        import highdicom
+        import pydicom
+        import SimpleITK as sitk
+
+        from bundle.clinical.series import find_series, slice_order
+        from bundle.clinical.studies import make_study
+
+        with TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            make_study(root / "study", seed=6, sequences=["flair", "t1ce", "t2"], spacing=3.0, coarsen=3.0, vendor="GE MEDICAL SYSTEMS")
+            tiny_checkpoint(root / "model.pt", {**PREPROCESSING_DEFAULTS, "pixdim": [3.0] * 3, "patch_size": [32] * 3})
+            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+            app = subprocess.run(
+                [sys.executable, str(BUNDLE_ROOT / "scripts" / "deploy_dicom_app.py"), "-m", str(root / "model.pt"),
+                 "-i", str(root / "study" / "dicom"), "-o", str(root / "deployed")],
+                cwd=root, capture_output=True, text=True, timeout=600, env=env,
+            )  # fmt: skip
+            self.assertEqual(app.returncode, 0, app.stdout[-3000:] + app.stderr[-3000:])
+            command = subprocess.run(
+                [sys.executable, "-m", "bundle.clinical", str(root / "study" / "dicom"), "--output", str(root / "command"),
+                 "--ckpt_path", str(root / "model.pt")],
+                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=env,
+            )  # fmt: skip
+            self.assertEqual(command.returncode, 0, command.stderr[-3000:])
+            (study_folder,) = [p for p in (root / "deployed").iterdir() if p.is_dir()]
+            (seg_file,) = (root / "deployed").glob("*.dcm")
+            deployed = sitk.GetArrayFromImage(sitk.ReadImage(str(study_folder / "segmentation_t1ce_grid.nii.gz")))
+            own = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "command" / "segmentation_t1ce_grid.nii.gz")))
+            self.assertTrue((own > 0).any())
+            # seeded registrations; ITK's threads may still move the last float digits: a voxel or so of 430,000
+            self.assertLess(float(np.mean(deployed != own)), 1e-4)
+            self.assertFalse((study_folder / "segmentation.dcm").exists())  # Deploy's writer writes the SEG
+            t1ce = next(s for s in find_series(root / "study" / "dicom") if s.contrast_agent)
+            seg = highdicom.seg.segread(seg_file)
+            self.assertEqual(seg.ReferencedSeriesSequence[0].SeriesInstanceUID, t1ce.uid)
+            self.assertEqual([s.SegmentLabel for s in seg.SegmentSequence],
+                             ["NCR: necrotic tumour core", "ED: peritumoral oedema", "ET: enhancing tumour"])  # fmt: skip
+            slices = [pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in slice_order(t1ce)]
+            masks = seg.get_pixels_by_source_instance(slices, segment_numbers=[1, 2, 3])
+            for index, value in enumerate((1, 2, 4)):
+                np.testing.assert_array_equal(masks[..., index].astype(bool), deployed == value)
 
 
 def run_app(model: Path, input_folder: Path, output_folder: Path, cwd: Path) -> subprocess.CompletedProcess:

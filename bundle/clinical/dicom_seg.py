@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle.conventions import label_regions
+from bundle.conventions import NETWORK_REGIONS, label_regions
 from bundle.errors import InputError
 
 __all__ = ["SEGMENTS", "write_dicom_seg"]
@@ -26,7 +26,6 @@ SEGMENTS = (
 )
 """(region, description, SNOMED CT concept name in pydicom's ``codes.SCT``), in segment number order."""
 
-_NETWORK_ORDER = ("TC", "WT", "ET")  # label_regions' channel order
 _PATIENT_STUDY_TYPE_2 = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
     "AccessionNumber", "ReferringPhysicianName",
@@ -73,7 +72,7 @@ def write_dicom_seg(
     if array.shape != expected:
         raise InputError(f"the label map has {array.shape} voxels but the series {expected}; it is not on its grid.")
     regions = label_regions(array, convention)  # (3, slices, rows, columns) in TC, WT, ET order
-    masks = np.stack([regions[_NETWORK_ORDER.index(region)] for region, _, _ in SEGMENTS], axis=-1)
+    masks = np.stack([regions[NETWORK_REGIONS.index(region)] for region, _, _ in SEGMENTS], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="LCKD missing-modality brain tumour segmentation",
         version=software_version,

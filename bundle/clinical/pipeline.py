@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from bundle.conventions import DEFAULT_MODALITIES
 from bundle.errors import InputError
 from bundle.io import read_json
 
-__all__ = ["CLINICAL_CONFIG", "read_clinical_config", "segment_study"]
+__all__ = ["CLINICAL_CONFIG", "read_clinical_config", "segment_cases", "segment_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def read_clinical_config(path: str | os.PathLike = CLINICAL_CONFIG) -> dict[str,
         raise InputError(f"{path} must be a JSON object with a 'series_rules' list; restore configs/clinical.json.")
     config.setdefault("registration", {}).setdefault("min_mutual_information", MIN_MUTUAL_INFORMATION)
     config["registration"].setdefault("min_mutual_information_skull_stripped", MIN_MUTUAL_INFORMATION_SKULL_STRIPPED)
+    config["registration"].setdefault("refuse_unconverged", True)
     config.setdefault("brain_extraction", "deepbet")
     config.setdefault("atlas", None)
     if config["brain_extraction"] not in BRAIN_METHODS:
@@ -70,6 +71,10 @@ def read_clinical_config(path: str | os.PathLike = CLINICAL_CONFIG) -> dict[str,
             f"{path}: brain_extraction must be one of {list(BRAIN_METHODS)}, got {config['brain_extraction']!r}."
         )
     return config
+
+
+def _study_name(study: Path | list[Path]) -> str:
+    return str(study) if isinstance(study, Path) else f"{len(study)} files under {os.path.commonpath([str(p) for p in study])}"
 
 
 class _Stages:
@@ -87,16 +92,22 @@ class _Stages:
         logger.info(f"{name}: done in {self.seconds[name]:.1f} s")
 
 
-def _run_inference(case_root: Path, output_dir: Path, ckpt_path: Path, bundle_root: Path, metadata_file: Path) -> Path:
-    """The bundle's inference.json on ``case_root`` (one case), as ``monai.bundle run`` runs it; the label map."""
+def segment_cases(
+    dataset_dir: Path, output_dir: Path, ckpt_path: Path, bundle_root: Path = BUNDLE_ROOT, metadata_file: Path | None = None
+) -> list[Path]:
+    """The bundle's configs/inference.json on the cases of ``dataset_dir``, as ``monai.bundle run`` runs it.
+
+    Returns:
+        The label maps written into ``output_dir``, by name.
+    """
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
         config_file=str(bundle_root / "configs" / "inference.json"),
-        meta_file=str(metadata_file),
+        meta_file=str(metadata_file or bundle_root / "configs" / "metadata.json"),
         workflow_type=None,
         bundle_root=str(bundle_root),
-        dataset_dir=str(case_root),
+        dataset_dir=str(dataset_dir),
         output_dir=str(output_dir),
         ckpt_path=str(ckpt_path),
         num_workers=0,
@@ -105,10 +116,7 @@ def _run_inference(case_root: Path, output_dir: Path, ckpt_path: Path, bundle_ro
     workflow.initialize()
     workflow.run()
     workflow.finalize()
-    written = sorted(output_dir.glob("*.nii.gz"))
-    if len(written) != 1:
-        raise InputError(f"inference wrote {len(written)} label maps into {output_dir}, expected one.")
-    return written[0]
+    return sorted(output_dir.glob("*.nii.gz"))
 
 
 def _model_table(metadata: Path, ckpt_path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -133,7 +141,7 @@ def _model_table(metadata: Path, ckpt_path: Path) -> tuple[dict[str, Any] | None
 
 
 def segment_study(
-    study: str | os.PathLike,
+    study: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     ckpt_path: str | os.PathLike | None = None,
     bundle_root: str | os.PathLike = BUNDLE_ROOT,
@@ -142,12 +150,13 @@ def segment_study(
     brain_extraction: str | None = None,
     atlas: str | os.PathLike | None = None,
     all_grids: bool = False,
-    seed: int = 0,
+    dicom_seg: bool = True,
+    seed: int = 1,
 ) -> dict[str, Any]:
     """Segment one study (a folder of DICOM or NIfTI files) and write its outputs into ``output``.
 
     Args:
-        study: the study's folder.
+        study: the study's folder, or its files.
         output: a new folder for the outputs (refused when it exists).
         ckpt_path: the model (default: ``bundle_root/models/model.pt``).
         bundle_root: the bundle whose configs/inference.json segments.
@@ -157,6 +166,7 @@ def segment_study(
         brain_extraction: ``"deepbet"`` or ``"none"`` (default: the config's).
         atlas: a skull-stripped T1 template on the model's grid (default: the config's, else the MNI template).
         all_grids: also write the label map in each series' own grid.
+        dicom_seg: write ``segmentation.dcm`` (off where another writer, such as MONAI Deploy's, writes the SEG).
         seed: of the registrations' sampling.
 
     Returns:
@@ -165,7 +175,8 @@ def segment_study(
     Raises:
         InputError: one line naming the series or file at fault; nothing is written then.
     """
-    study, output, bundle_root = Path(study), Path(output), Path(bundle_root)
+    study = Path(study) if isinstance(study, (str, os.PathLike)) else [Path(p) for p in study]
+    output, bundle_root = Path(output), Path(bundle_root)
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else bundle_root / "models" / "model.pt"
     metadata_file = Path(metadata_file) if metadata_file is not None else bundle_root / "configs" / "metadata.json"
     if output.exists():
@@ -179,7 +190,7 @@ def segment_study(
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = _Stages()
 
-    with stage("series", f"finding the series of {study}"):
+    with stage("series", f"finding the series of {_study_name(study)}"):
         found = name_series(find_series(study), config["series_rules"], DEFAULT_MODALITIES)
         images = {sequence: read_series(series) for sequence, series in found.named.items()}
     present = [m for m in DEFAULT_MODALITIES if m in images]
@@ -190,7 +201,9 @@ def segment_study(
         logger.info(f"series: not used {series.name}: {why}")
     with stage("registration", f"registering {', '.join(present)} to the reference"):
         threshold = "min_mutual_information" + ("_skull_stripped" if method == "none" else "")
-        reference, registrations = coregister(images, seed, config["registration"][threshold], names)
+        reference, registrations = coregister(
+            images, seed, config["registration"][threshold], names, config["registration"]["refuse_unconverged"]
+        )
     with stage("brain", f"brain extraction ({method}) on the {reference} series"):
         brain = extract_brain(images[reference], method)
     with stage("atlas", "aligning the brain to the atlas"):
@@ -207,7 +220,7 @@ def segment_study(
             case.mkdir(parents=True)
             for sequence, image in on_atlas.items():
                 sitk.WriteImage(image, str(case / f"study_{sequence}.nii.gz"))
-            label_file = _run_inference(
+            (label_file,) = segment_cases(
                 case.parent, scratch / "atlas" / "segmentation", ckpt_path, bundle_root, metadata_file
             )
             atlas_label = sitk.ReadImage(str(label_file))
@@ -221,14 +234,14 @@ def segment_study(
                         )
         with stage("outputs", "writing NIfTI, DICOM SEG, QC images and the report"):
             summary = _write_outputs(
-                scratch, study, ckpt_path, metadata_file, found, reference, registrations, atlas_registration,
-                atlas_image, on_atlas, atlas_label, native, brain, images,
+                scratch, _study_name(study), ckpt_path, metadata_file, found, reference, registrations,
+                atlas_registration, on_atlas, atlas_label, native, brain, images, dicom_seg,
             )  # fmt: skip
         summary["seconds"] = dict(stage.seconds)
         summary["seconds"]["total"] = sum(stage.seconds.values())
         markdown = report_markdown(summary)
         (scratch / "report.md").write_text(markdown)
-        (scratch / "report.html").write_text(markdown_to_html(markdown, f"Segmentation of {study.name}"))
+        (scratch / "report.html").write_text(markdown_to_html(markdown, f"Segmentation of {_study_name(study)}"))
         (scratch / "study.json").write_text(json.dumps(summary, indent=1) + "\n")
         os.rename(scratch, output)
     except BaseException:
@@ -240,19 +253,19 @@ def segment_study(
 
 def _write_outputs(
     folder: Path,
-    study: Path,
+    study: str,
     ckpt_path: Path,
     metadata_file: Path,
     found,
     reference: str,
     registrations: Mapping[str, Any],
     atlas_registration,
-    atlas_image,
     on_atlas: Mapping[str, Any],
     atlas_label,
     native: Mapping[str, Any],
     brain,
     images: Mapping[str, Any],
+    dicom_seg: bool,
 ) -> dict[str, Any]:
     import SimpleITK as sitk
 
@@ -270,7 +283,7 @@ def _write_outputs(
     files.append("segmentation_atlas.nii.gz")
     shutil.rmtree(folder / "atlas")  # inference's own copy, now segmentation_atlas.nii.gz
     source = found.named[reference]
-    if not source.nifti:
+    if dicom_seg and not source.nifti:
         version = str(read_json(metadata_file).get("version", "0"))
         write_dicom_seg(native[reference], slice_order(source), folder / "segmentation.dcm", software_version=version)
         files.append("segmentation.dcm")
@@ -285,7 +298,7 @@ def _write_outputs(
     table, advice_source = _model_table(metadata_file, ckpt_path)
     advice = acquisition_advice(table, present, DEFAULT_MODALITIES)
     return {
-        "study": str(study),
+        "study": study,
         "model": str(ckpt_path),
         "model_sha256": file_sha256(ckpt_path),
         "reference": reference,
@@ -294,6 +307,7 @@ def _write_outputs(
         "series": {
             s: {
                 "name": found.named[s].name,
+                "uid": found.named[s].uid,
                 "mutual_information": None if s == reference else registrations[s].mutual_information,
                 "transform_to_reference": list(registrations[s].transform.GetParameters()),
             }

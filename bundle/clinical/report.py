@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bundle.conventions import REPORT_REGIONS, combination_name, label_regions
+from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, combination_name, label_regions
 from bundle.metadata import EXPECTED_DICE_KEY
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "qc_png",
 ]
 
-_NETWORK_ORDER = ("TC", "WT", "ET")  # label_regions' channel order
 
 
 def region_volumes_ml(label, convention: str = "brats2021") -> dict[str, float]:
@@ -41,7 +40,7 @@ def region_volumes_ml(label, convention: str = "brats2021") -> dict[str, float]:
 
     regions = label_regions(sitk.GetArrayViewFromImage(label), convention)
     voxel_ml = float(np.prod(label.GetSpacing())) / 1000.0
-    return {region: float(regions[_NETWORK_ORDER.index(region)].sum()) * voxel_ml for region in REPORT_REGIONS}
+    return {region: float(regions[NETWORK_REGIONS.index(region)].sum()) * voxel_ml for region in REPORT_REGIONS}
 
 
 def acquisition_advice(

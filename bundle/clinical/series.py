@@ -11,6 +11,7 @@ A series is read with SimpleITK once its slices are checked: one orientation, ev
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -78,9 +79,12 @@ class StudySeries:
     """choices made (two series for one sequence)."""
 
 
-def find_series(folder: str | Path) -> list[Series]:
+def find_series(folder: str | Path | Sequence[str | Path]) -> list[Series]:
     """Every DICOM series under ``folder`` (files of any name; non-DICOM files are ignored), by series number; a
     folder without DICOM but with NIfTI files gives one series per file, its name the file's.
+
+    Args:
+        folder: the study's folder, or its files (as a DICOM loader such as MONAI Deploy's lists them).
 
     Raises:
         InputError: when ``folder`` does not exist or holds neither DICOM nor NIfTI files.
@@ -88,11 +92,16 @@ def find_series(folder: str | Path) -> list[Series]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder; give the folder of one study's DICOM files.")
+    if isinstance(folder, (str, Path)):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder} is not a folder; give the folder of one study's DICOM files.")
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    else:
+        files = sorted(Path(p) for p in folder)
+        folder = Path(os.path.commonpath([str(p) for p in files])) if files else Path(".")
     series: dict[str, Series] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
@@ -113,7 +122,7 @@ def find_series(folder: str | Path) -> list[Series]:
             )
         series[uid].files.append(path)
     if not series:
-        nifti = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".nii", ".nii.gz")))
+        nifti = [p for p in files if p.name.endswith((".nii", ".nii.gz"))]
         if nifti:
             return [
                 Series(uid=str(path), number=number, description=path.name.split(".nii")[0], protocol="",

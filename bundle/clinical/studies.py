@@ -28,7 +28,7 @@ from bundle.conventions import DEFAULT_MODALITIES
 from bundle.data.phantoms import CONTRAST, make_phantom
 from bundle.errors import InputError
 
-__all__ = ["PROTOCOLS", "VENDORS", "HEAD_CONTRAST", "add_head", "make_study"]
+__all__ = ["PROTOCOLS", "VENDORS", "HEAD_CONTRAST", "add_head", "make_study", "drawn_transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +270,14 @@ def make_study(
     (truth / "study.json").write_text(json.dumps(record, indent=1))
     logger.info(f"wrote study {out_dir} ({vendor}; {', '.join(sequences)})")
     return record
+
+
+def drawn_transform(record: dict[str, Any], sequence: str):
+    """The transform a study was drawn with for ``sequence`` (native point -> atlas point), from its ``study.json``."""
+    transform = _sitk().VersorRigid3DTransform()
+    transform.SetCenter(record["series"][sequence]["transform"]["centre"])
+    transform.SetParameters(record["series"][sequence]["transform"]["parameters"])
+    return transform
 
 
 def _uid() -> str:
