@@ -10,6 +10,7 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import highdicom
 import numpy as np
@@ -18,6 +19,7 @@ import SimpleITK as sitk
 from parameterized import parameterized
 from pydicom.uid import generate_uid
 
+from bundle.clinical import registration
 from bundle.clinical.atlas import align_to_atlas, load_atlas, to_atlas, to_native
 from bundle.clinical.brain import extract_brain
 from bundle.clinical.registration import MIN_MUTUAL_INFORMATION, coregister, point_errors
@@ -203,6 +205,15 @@ class TestBadStudies(unittest.TestCase):
         folder = self._with("post", "t1_mprage_sag_p2_iso", SeriesNumber=9, ContrastBolusAgent="GADOBUTROL")
         found = name_series(find_series(folder), RULES, DEFAULT_MODALITIES)
         self.assertEqual((found.named["t1ce"].number, found.named["t1"].number), (9, 3))
+
+    def test_a_registration_that_does_not_converge_is_refused(self):
+        found = name_series(find_series(self.study / "dicom"), RULES, DEFAULT_MODALITIES)
+        images = {s: read_series(found.named[s]) for s in ("t1", "t2")}
+        with mock.patch.object(registration, "MAX_ITERATIONS", 2):  # every registration uses all its iterations
+            with self.assertRaisesRegex(InputError, r"failed for T2: not converged in 2 iterations \(mutual information"):
+                coregister(images, min_mutual_information=0.0, names={"t1": "T1", "t2": "T2"})
+            reference, registrations = coregister(images, min_mutual_information=0.0, refuse_unconverged=False)
+        self.assertEqual((reference, registrations["t2"].iterations), ("t1", 2))
 
     def test_a_missing_slice_is_named(self):
         folder = Path(self.tmp.name) / "gap"
