@@ -29,6 +29,7 @@ from bundle.clinical.studies import VENDORS, drawn_transform, make_study
 from bundle.conventions import DEFAULT_MODALITIES
 from bundle.errors import InputError
 from bundle.metadata import EXPECTED_DICE_KEY
+from bundle.metrics import binary_dice
 from bundle.packaging import file_sha256
 from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, fresh_metadata, run_inference, tiny_checkpoint
 
@@ -136,11 +137,9 @@ class TestBrainExtraction(unittest.TestCase):
                 sitk.Resample(brain, image, drawn_transform(record, "t1ce"), sitk.sitkNearestNeighbor, 0)
             ).astype(bool)
             mask = sitk.GetArrayFromImage(extract_brain(image, threads=1)).astype(bool)
-            self.assertGreater(2 * (mask & truth).sum() / (mask.sum() + truth.sum()), 0.92)  # measured 0.963
+            self.assertGreater(binary_dice(mask, truth), 0.92)  # measured 0.963
             kept = sitk.GetArrayFromImage(extract_brain(image, method="none")).astype(bool)
-            self.assertLess(
-                2 * (kept & truth).sum() / (kept.sum() + truth.sum()), 0.8
-            )  # the head is not the brain: 0.693
+            self.assertLess(binary_dice(kept, truth), 0.8)  # the head is not the brain: 0.693
             with self.assertRaisesRegex(InputError, r"must be one of \['deepbet', 'hd-bet', 'none'\], got 'bet'"):
                 extract_brain(image, method="bet")
 
@@ -247,10 +246,6 @@ if __name__ == "__main__":
     unittest.main()
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-
-
 class TestAtlasAlignment(unittest.TestCase):
     def test_the_truth_returns_to_each_native_grid(self):
         """The geometry the segmentation rides on: series registered to the reference, the brain extracted and aligned
@@ -273,7 +268,7 @@ class TestAtlasAlignment(unittest.TestCase):
                     label, images[sequence], alignment, None if sequence == reference else registrations[sequence]
                 )
                 # measured 0.92-0.999 on 4 studies (seeds 5-8) at 3 mm
-                self.assertGreater(_dice(sitk.GetArrayFromImage(native) > 0, truth), 0.9, sequence)
+                self.assertGreater(binary_dice(sitk.GetArrayFromImage(native) > 0, truth), 0.9, sequence)
                 # each sequence, brought onto the atlas grid, shows the case's tumour where the truth has it
                 tumour = sitk.GetArrayFromImage(label) > 0
                 moved = sitk.GetArrayFromImage(on_atlas[sequence])
@@ -284,7 +279,7 @@ class TestAtlasAlignment(unittest.TestCase):
             # the head was moved: without the transforms the reference's truth would be far off (0.627)
             unaligned = sitk.Resample(label, images[reference], sitk.Euler3DTransform(), sitk.sitkNearestNeighbor, 0)
             truth = sitk.GetArrayFromImage(sitk.ReadImage(str(study / "truth" / f"{reference}_label.nii.gz"))) > 0
-            self.assertLess(_dice(sitk.GetArrayFromImage(unaligned) > 0, truth), 0.7)
+            self.assertLess(binary_dice(sitk.GetArrayFromImage(unaligned) > 0, truth), 0.7)
 
 
 ADVICE_TABLE = {
@@ -455,7 +450,7 @@ class TestClinicalCommand(unittest.TestCase):
         direct = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "direct" / "case_flair_seg.nii.gz")))
         clinical = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "nifti_out" / "segmentation_t1ce_grid.nii.gz")))
         self.assertGreater(direct.sum(), 0)
-        self.assertGreater(_dice(clinical > 0, direct > 0), 0.95)
+        self.assertGreater(binary_dice(clinical > 0, direct > 0), 0.95)
 
 
 class TestMeasurementTables(unittest.TestCase):

@@ -48,16 +48,12 @@ from bundle.conventions import (
 )
 from bundle.errors import install_excepthook
 from bundle.metadata import EXPECTED_DICE_KEY
-from bundle.metrics import score_label_maps
+from bundle.metrics import binary_dice, score_label_maps
 
 __all__ = ["prepare_study", "measure", "format_tables", "main"]
 
 logger = logging.getLogger(__name__)
 
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
@@ -93,7 +89,7 @@ def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
         brain = extract_brain(images[reference])
         seconds["brain"] += time.perf_counter() - start
         truth_mask = sitk.Resample(truth_brain, images[reference], drawn_transform(record, reference), sitk.sitkNearestNeighbor, 0)
-        result["brain_dice"][reference] = _dice(
+        result["brain_dice"][reference] = binary_dice(
             sitk.GetArrayFromImage(brain) > 0, sitk.GetArrayFromImage(truth_mask) > 0
         )
         case = out / reference / study.name
@@ -112,12 +108,11 @@ def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
     return result
 
 
-def _link_case(source: Path, target: Path, name: str, sequences: Sequence[str], label: Path | None = None) -> None:
+def _link_case(target: Path, name: str, files: dict[str, Path]) -> None:
+    """``target/<name>_<sequence>.nii.gz`` linked to each ``{sequence: file}``: one BraTS case of those sequences."""
     target.mkdir(parents=True)
-    for sequence in sequences:
-        (target / f"{name}_{sequence}.nii.gz").symlink_to(source / f"{name}_{sequence}.nii.gz")
-    if label is not None:
-        (target / f"{name}_seg.nii.gz").symlink_to(label)
+    for sequence, file in files.items():
+        (target / f"{name}_{sequence}.nii.gz").symlink_to(file)
 
 
 def measure(
@@ -169,13 +164,11 @@ def measure(
         for arm in ("native", "preprocessed"):
             cases = out / "runs" / arm / label / "cases"
             for name in names:
-                source = out / "atlas" / reference / name if arm == "native" else out / "studies" / name / "truth"
                 if arm == "native":
-                    _link_case(source, cases / name, name, combination)
+                    files = {s: out / "atlas" / reference / name / f"{name}_{s}.nii.gz" for s in combination}
                 else:
-                    cases.joinpath(name).mkdir(parents=True)
-                    for sequence in combination:
-                        (cases / name / f"{name}_{sequence}.nii.gz").symlink_to(source / f"atlas_{sequence}.nii.gz")
+                    files = {s: out / "studies" / name / "truth" / f"atlas_{s}.nii.gz" for s in combination}
+                _link_case(cases / name, name, files)
             written = segment_cases(cases, out / "runs" / arm / label / "labels", ckpt_path, BUNDLE_ROOT, metadata_file)
             for path in written:
                 name = path.name.split(f"_{combination[0]}_seg")[0]

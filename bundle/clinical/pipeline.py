@@ -32,7 +32,6 @@ from bundle.clinical.registration import (
     coregister,
 )
 from bundle.clinical.report import (
-    EXPECTED_DICE_KEY,
     acquisition_advice,
     format_advice,
     markdown_to_html,
@@ -44,6 +43,7 @@ from bundle.clinical.series import find_series, name_series, read_series, slice_
 from bundle.conventions import DEFAULT_MODALITIES
 from bundle.errors import InputError
 from bundle.io import read_json
+from bundle.metadata import EXPECTED_DICE_KEY
 
 __all__ = ["CLINICAL_CONFIG", "read_clinical_config", "segment_cases", "segment_study"]
 
@@ -119,17 +119,16 @@ def segment_cases(
     return sorted(output_dir.glob("*.nii.gz"))
 
 
-def _model_table(metadata: Path, ckpt_path: Path) -> tuple[dict[str, Any] | None, str]:
-    """The held-out Dice table in metadata.json when it was measured on these weights, and a sentence saying so."""
-    from bundle.packaging import file_sha256
-
+def _model_table(metadata: Path, ckpt_path: Path, model_sha256: str) -> tuple[dict[str, Any] | None, str]:
+    """The held-out Dice table in metadata.json when it was measured on these weights (``model_sha256``), and a
+    sentence saying so."""
     table = read_json(metadata).get(EXPECTED_DICE_KEY) if metadata.exists() else None
     if not table:
         return None, (
             f"No advice: {metadata} has no '{EXPECTED_DICE_KEY}' table; evaluate the model on held-out cases "
             "(configs/evaluate.json) to write one."
         )
-    if table.get("model_sha256") != file_sha256(ckpt_path):
+    if table.get("model_sha256") != model_sha256:
         return None, (
             f"No advice: the '{EXPECTED_DICE_KEY}' table in {metadata} was measured on other weights than {ckpt_path}; "
             "evaluate this model (configs/evaluate.json) to write its own."
@@ -295,12 +294,13 @@ def _write_outputs(
         qc_png({s: on_atlas[s] for s in present}, atlas_label, "Segmentation on the atlas grid (red: tumour)")
     )
     files += ["qc_registration.png", "qc_segmentation.png", "report.md", "report.html", "study.json"]
-    table, advice_source = _model_table(metadata_file, ckpt_path)
+    model_sha256 = file_sha256(ckpt_path)
+    table, advice_source = _model_table(metadata_file, ckpt_path, model_sha256)
     advice = acquisition_advice(table, present, DEFAULT_MODALITIES)
     return {
         "study": study,
         "model": str(ckpt_path),
-        "model_sha256": file_sha256(ckpt_path),
+        "model_sha256": model_sha256,
         "reference": reference,
         "sequences": present,
         "missing": [m for m in DEFAULT_MODALITIES if m not in present],

@@ -1,7 +1,7 @@
 """A study's one-page report: tumour volumes, the sequences used and missing, QC images and acquisition advice.
 
 The advice reads the model's held-out table of Dice per modality combination (mean and spread over cases), which the
-evaluation writes into metadata.json beside the model (:data:`EXPECTED_DICE_KEY`), so a received bundle advises
+evaluation writes into metadata.json beside the model (:data:`bundle.metadata.EXPECTED_DICE_KEY`), so a received bundle advises
 without its training data: for each region, the Dice expected with the sequences this study has, and what each
 missing sequence added to them gives on the same held-out cases.
 """
@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 
 from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, combination_name, label_regions
-from bundle.metadata import EXPECTED_DICE_KEY
 
 __all__ = [
-    "EXPECTED_DICE_KEY",
     "region_volumes_ml",
     "acquisition_advice",
     "format_advice",
@@ -27,7 +25,6 @@ __all__ = [
     "markdown_to_html",
     "qc_png",
 ]
-
 
 
 def region_volumes_ml(label, convention: str = "brats2021") -> dict[str, float]:
@@ -49,7 +46,7 @@ def acquisition_advice(
     """Per region: the expected Dice with ``present`` and with each missing sequence added, from ``table``.
 
     Args:
-        table: the metadata block (:data:`EXPECTED_DICE_KEY`): ``{"dice": {combination: {region: [mean, std]}}, ...}``.
+        table: the metadata block (:data:`bundle.metadata.EXPECTED_DICE_KEY`): ``{"dice": {combination: {region: [mean, std]}}, ...}``.
         present: the sequences the study has.
         modalities: the model's sequences, in order (combination names follow it).
 

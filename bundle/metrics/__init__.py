@@ -12,7 +12,7 @@ from bundle.metrics.election import (
     site_election_summary,
     undecided_regions,
 )
-from bundle.metrics.scoring import SCORING_RULES, metric_names, score_label_maps
+from bundle.metrics.scoring import SCORING_RULES, binary_dice, metric_names, score_label_maps
 
 __all__ = [
     "case_combination_metrics",
@@ -20,6 +20,7 @@ __all__ = [
     "SCORING_RULES",
     "metric_names",
     "score_label_maps",
+    "binary_dice",
     "LOW_WIN_RATE",
     "MIN_SITE_CASES",
     "paired_cases",

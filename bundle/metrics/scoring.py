@@ -54,6 +54,7 @@ __all__ = [
     "check_rules",
     "metric_names",
     "score_label_maps",
+    "binary_dice",
 ]
 
 SCORING_RULES: dict[str, str] = {
@@ -139,21 +140,27 @@ def score_label_maps(
         for index, (pred, true) in enumerate(zip(pred_regions, true_regions)):
             if not pred.any() and not true.any():
                 continue  # the package's NaN: the region is left out of its means
-            scores["dice"][index] = _dice(pred, true)
+            scores["dice"][index] = binary_dice(pred, true)
             scores["hd95"][index] = _pooled_hd95(pred, true, spacing)
             for name, value in official[NETWORK_REGIONS[index]].items():
                 if name in scores:
                     scores[name][index] = value
     else:
         for index, (pred, true) in enumerate(zip(pred_regions, true_regions)):
-            scores["dice"][index] = 1.0 if not pred.any() and not true.any() else _dice(pred, true)
+            scores["dice"][index] = 1.0 if not pred.any() and not true.any() else binary_dice(pred, true)
             scores["hd95"][index] = _robust_hd95(pred, true, spacing)
             if lesion_wise:
                 scores["lesion_dice"][index], scores["lesion_hd95"][index] = _brats2023_lesions(pred, true, spacing)
     return scores
 
 
-def _dice(pred: np.ndarray, true: np.ndarray) -> float:
+def binary_dice(pred: np.ndarray, true: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty.
+
+    Example:
+        >>> binary_dice(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool))
+        0.6666666666666666
+    """
     total = int(pred.sum()) + int(true.sum())
     return 2.0 * int(np.logical_and(pred, true).sum()) / total if total else 1.0
 
@@ -198,7 +205,7 @@ def _brats2023_lesions(pred: np.ndarray, true: np.ndarray, spacing: tuple[float,
         if lesion_mask.sum() * voxel_mm3 <= _SMALL_LESION_MM3:
             continue  # too small to be scored; predictions touching it are not false positives either
         predicted = np.isin(pred_components, touching) if touching.size else np.zeros_like(pred)
-        dice.append(_dice(predicted, lesion_mask) if touching.size else 0.0)
+        dice.append(binary_dice(predicted, lesion_mask) if touching.size else 0.0)
         hd95.append(_robust_hd95(predicted, lesion_mask, spacing) if touching.size else BRATS2023_HD95_PENALTY)
     false_positives = len(set(np.unique(pred_components).tolist()) - matched - {0})
     lesions = len(dice) + false_positives
