@@ -160,7 +160,11 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def markdown_to_html(markdown: str, title: str) -> str:
-    """The report's Markdown as a self-contained HTML page (headings, lists, tables, images; nothing else is used)."""
+    """The report's Markdown as a self-contained HTML page (headings, lists, tables, images; nothing else is used).
+
+    Every text is escaped: series descriptions come from the study's files, and the ``markdown`` package would pass
+    any HTML in them through into the page.
+    """
     body, table = [], []
 
     def flush_table():
