@@ -23,7 +23,7 @@ from bundle.clinical import registration
 from bundle.clinical.atlas import align_to_atlas, load_atlas, to_atlas, to_native
 from bundle.clinical.brain import extract_brain
 from bundle.clinical.registration import MIN_MUTUAL_INFORMATION, coregister, point_errors
-from bundle.clinical.report import acquisition_advice, format_advice
+from bundle.clinical.report import acquisition_advice, format_advice, markdown_to_html
 from bundle.clinical.series import find_series, name_series, read_series, slice_order
 from bundle.clinical.studies import VENDORS, drawn_transform, make_study
 from bundle.conventions import DEFAULT_MODALITIES
@@ -314,6 +314,15 @@ class TestAdvice(unittest.TestCase):
         self.assertEqual(
             acquisition_advice(partial, ["flair", "t2"], DEFAULT_MODALITIES)[0]["adding"], {"t1ce": [0.82, 0.05]}
         )
+
+
+class TestReportPage(unittest.TestCase):
+    def test_text_from_the_study_is_escaped_in_the_html_page(self):
+        page = markdown_to_html("# <b>study</b>\n\n| series |\n|---|\n| <script>x</script> |\n\n- T2 <img>\n", "t")
+        self.assertNotIn("<script>", page)
+        self.assertIn("<td>&lt;script&gt;x&lt;/script&gt;</td>", page)
+        self.assertIn("<h1>&lt;b&gt;study&lt;/b&gt;</h1>", page)
+        self.assertIn("<li>T2 &lt;img&gt;</li>", page)
 
 
 def _one_line_error(run: subprocess.CompletedProcess) -> str:
