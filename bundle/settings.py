@@ -24,19 +24,22 @@ from typing import Any
 import torch
 
 from bundle.conventions import check_modalities
+from bundle.data.caching import CACHE_MODES
 from bundle.errors import InputError, install_excepthook
+from bundle.handlers.dropping import DROPPING_SCHEDULES
+from bundle.handlers.selection import SELECTION_METRICS
+from bundle.losses.ckd import CKD_REDUCTIONS
+from bundle.memory import device_memory, step_memory
+from bundle.metrics.scoring import SCORING_RULES
+from bundle.networks.lckdnet import FILL_MODES
 
 __all__ = [
     "BOOLEAN_KEYS",
-    "TRAINING_BYTES_PER_VOXEL",
-    "INFERENCE_BYTES_PER_VOXEL",
     "flag",
     "check_settings",
     "check_writable",
     "check_command_line",
     "rules",
-    "device_memory",
-    "step_memory",
 ]
 
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -56,15 +59,6 @@ BOOLEAN_KEYS = (
     "submission",
 )
 """Keys read through :func:`flag`."""
-
-TRAINING_BYTES_PER_VOXEL = 48
-"""Peak memory of one training step, in bytes per patch voxel, per sample, per sequence and per filter of the
-first level (measured on CPU in float32: 3.1 kB per voxel and sample with 4 sequences and 16 filters, at 64^3
-and 96^3 patches)."""
-
-INFERENCE_BYTES_PER_VOXEL = 19
-"""The same for one sliding-window batch without gradients (1.2 kB per voxel and window, measured alike)."""
-
 
 def flag(value: Any, key: str) -> bool:
     """A boolean setting as written in a config or on the command line, read strictly.
@@ -178,15 +172,7 @@ def _boolean(value: Any) -> str | None:
 
 @functools.cache
 def rules() -> dict[str, Callable[[Any], str | None]]:
-    """Key -> check returning ``None`` or what the key must be (built on first use: the choices live in
-    modules that import this one)."""
-    from bundle.data.caching import CACHE_MODES
-    from bundle.handlers.dropping import DROPPING_SCHEDULES
-    from bundle.handlers.selection import SELECTION_METRICS
-    from bundle.losses.ckd import CKD_REDUCTIONS
-    from bundle.metrics.scoring import SCORING_RULES
-    from bundle.networks.lckdnet import FILL_MODES
-
+    """Key -> check returning ``None`` or what the key must be."""
     return {
         "max_epochs": _whole(1),
         "val_interval": _whole(1),
@@ -226,36 +212,6 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "scoring": _choice(list(SCORING_RULES)),
         **dict.fromkeys(BOOLEAN_KEYS, _boolean),
     }
-
-
-def device_memory(device: Any) -> int:
-    """Total memory in bytes of ``device``: the GPU's for CUDA devices, the machine's RAM otherwise."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device.index or 0).total_memory)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def step_memory(
-    patch_size: Sequence[int], samples: int, modalities: int, first_filters: int, training: bool, amp: bool = False
-) -> int:
-    """Estimated peak bytes of one training step (``training``) or one sliding-window batch.
-
-    Args:
-        patch_size: the patch (or window) size.
-        samples: patches per step: batch_size x num_samples in training, sw_batch_size in inference.
-        modalities: number of sequences (the shared encoder runs once per sequence).
-        first_filters: filters of the first level, where most of the memory goes.
-        training: with gradients (training) or without.
-        amp: mixed precision halves the activations.
-
-    Example:
-        >>> round(step_memory([128, 128, 128], 4, 4, 16, training=True) / 2**30, 1)
-        24.0
-    """
-    per_voxel = TRAINING_BYTES_PER_VOXEL if training else INFERENCE_BYTES_PER_VOXEL
-    total = per_voxel * math.prod(patch_size) * samples * modalities * first_filters
-    return total // 2 if amp else total
 
 
 def _gb(size: float) -> str:

@@ -28,11 +28,10 @@ from monai.transforms import convert_to_contiguous
 from bundle.data.validation import resampled_shape, voxel_sizes
 from bundle.errors import InputError
 from bundle.io import file_signature
-from bundle.settings import device_memory
+from bundle.memory import CACHED_BYTES_PER_VOXEL, device_memory
 
 __all__ = [
     "CACHE_MODES",
-    "CACHED_BYTES_PER_VOXEL",
     "MEMORY_CACHE_FRACTION",
     "cache_size",
     "cache_mode",
@@ -45,12 +44,6 @@ CACHE_MODES = ("auto", "memory", "disk", "none")
 """``memory``: MONAI ``CacheDataset`` (``cache_rate`` of the cases in RAM); ``disk``: ``PersistentDataset`` in
 ``cache_dir``; ``none``: every sample read from the NIfTI files; ``auto``: memory when :func:`cache_size` of the
 training and validation cases is at most :data:`MEMORY_CACHE_FRACTION` of RAM, disk otherwise."""
-
-CACHED_BYTES_PER_VOXEL = 10
-"""Bytes one cached case takes per voxel of its resampled grid (before the brain crop): measured 9.7 on
-full-size anatomical phantoms (``scripts/benchmark.py --full-size``), where the crop keeps the brain's bounding
-box (about 40 % of BraTS's 240 x 240 x 155 grid) with four float32 sequences (16 B per kept voxel), the three
-boolean region channels (3 B) and the int64 crop indices of the brain's voxels (8 B each)."""
 
 MEMORY_CACHE_FRACTION = 0.5
 """Largest fraction of the machine's RAM that ``cache="auto"`` gives to cases (the rest: the network, the data

@@ -23,7 +23,7 @@ import numpy as np
 from bundle.conventions import LABEL_CONVENTIONS, check_modalities
 from bundle.errors import InputError
 from bundle.io import atomic_write_json, file_signature, read_json, unreadable_reason
-from bundle.settings import device_memory
+from bundle.memory import device_memory
 
 __all__ = [
     "check_dataset",

@@ -1,0 +1,61 @@
+"""The package's shape: no import cycle among its modules, and README's Layout section names every room."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import re
+
+import pytest
+
+from bundle import BUNDLE_ROOT
+
+PACKAGE = BUNDLE_ROOT / "bundle"
+
+
+def _module_name(path) -> str:
+    parts = path.relative_to(BUNDLE_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path, modules: set[str]) -> set[str]:
+    """The bundle's modules that ``path`` imports anywhere, at the top or inside a function (a lazy import that
+    breaks a cycle is still the cycle)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def test_the_modules_import_each_other_without_a_cycle():
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        # a package's __init__ gathering its own submodules is how packages work, not a cycle between rooms
+        graph[name] = {m for m in _imported_modules(path, set(paths)) if not m.startswith(f"{name}.")} - {name}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        pytest.fail(f"import cycle: {' -> '.join(error.args[1])}")
+
+
+def _layout_section() -> str:
+    readme = (BUNDLE_ROOT / "README.md").read_text()
+    return re.search(r"^## Layout\n(.*?)^## ", readme, flags=re.S | re.M).group(1)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    sorted(
+        [f"{p.name}/" if p.is_dir() else p.name for p in PACKAGE.iterdir() if p.name not in ("__init__.py", "__pycache__")]
+        + [p.name for p in (BUNDLE_ROOT / "scripts").glob("*.py")]
+        + [p.name for p in (BUNDLE_ROOT / "configs").glob("*.json")]
+    ),
+)
+def test_the_readme_layout_names_every_module_script_and_config(entry):
+    assert re.search(rf"(?<![\w/]){re.escape(entry)}", _layout_section()), f"README's Layout section misses {entry}"
