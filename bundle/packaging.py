@@ -49,9 +49,20 @@ LARGE_FILES = ("models/model.pt", "models/model.ts")
 """The weights a package carries, listed with their hashes in ``large_files.yml``."""
 
 REQUIRED_METADATA_KEYS = (
-    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-    "name", "task", "description", "authors", "copyright", "network_data_format", "intended_use",
-)  # fmt: skip
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "name",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+    "intended_use",
+)
 """What model-zoo's metadata schema requires, checked when no schema file is at hand (the schema's URL is not
 reachable offline)."""
 
@@ -99,10 +110,14 @@ def write_large_files(bundle_root: str | os.PathLike, files: Sequence[str] = LAR
     """``large_files.yml`` listing ``files`` (paths relative to ``bundle_root``) with their SHA-256."""
     root = Path(bundle_root)
     entries = [
-        {"path": name, "url": URL_PLACEHOLDER.format(name=Path(name).name), "hash_val": file_sha256(root / name),
-         "hash_type": "sha256"}
+        {
+            "path": name,
+            "url": URL_PLACEHOLDER.format(name=Path(name).name),
+            "hash_val": file_sha256(root / name),
+            "hash_type": "sha256",
+        }
         for name in files
-    ]  # fmt: skip
+    ]
     path = root / "large_files.yml"
     text = yaml.safe_dump({"large_files": entries}, sort_keys=False)
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
@@ -138,8 +153,14 @@ def _export_and_check(root: Path, schema: str | os.PathLike | None) -> None:
     if not checkpoint.is_file():
         raise InputFileError(f"{checkpoint} does not exist: train first (configs/train.json writes it), then pack.")
     overrides = {"bundle_root": str(root), "ckpt_path": str(checkpoint)}
-    ckpt_export("network_def", filepath=str(root / "models" / "model.ts"), ckpt_file=str(checkpoint),
-                meta_file=str(metadata), config_file=str(config), **overrides)  # fmt: skip
+    ckpt_export(
+        "network_def",
+        filepath=str(root / "models" / "model.ts"),
+        ckpt_file=str(checkpoint),
+        meta_file=str(metadata),
+        config_file=str(config),
+        **overrides,
+    )
     verify_net_in_out("network_def", meta_file=str(metadata), config_file=str(config), **overrides)
 
 
@@ -149,9 +170,13 @@ was killed in between is undone by the next one."""
 
 
 def pack(
-    bundle_root: str | os.PathLike, version: str, change: str, out_dir: str | os.PathLike, key: str | os.PathLike,
+    bundle_root: str | os.PathLike,
+    version: str,
+    change: str,
+    out_dir: str | os.PathLike,
+    key: str | os.PathLike,
     schema: str | os.PathLike | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Bump the version, export and check the model, write ``large_files.yml`` and zip the bundle with a manifest of
     every file's SHA-256 signed with the publisher's ``key`` (:mod:`bundle.signing`).
 
@@ -209,9 +234,12 @@ MAX_UNPACKED_BYTES = 20 * 2**30
 
 
 def _unpack_and_check(
-    package: Path, folder: Path, trusted_keys: Sequence[str | os.PathLike], schema: str | os.PathLike | None,
+    package: Path,
+    folder: Path,
+    trusted_keys: Sequence[str | os.PathLike],
+    schema: str | os.PathLike | None,
     max_bytes: int = MAX_UNPACKED_BYTES,
-) -> str:  # fmt: skip
+) -> str:
     try:
         with zipfile.ZipFile(package) as archive:
             members = archive.infolist()

@@ -60,6 +60,7 @@ BOOLEAN_KEYS = (
 )
 """Keys read through :func:`flag`."""
 
+
 def flag(value: Any, key: str) -> bool:
     """A boolean setting as written in a config or on the command line, read strictly.
 

@@ -255,8 +255,16 @@ def measure_cache(data_dir: str, mode: str, args: argparse.Namespace) -> dict[st
     work = tempfile.mkdtemp(prefix="lckd_benchmark_")
     parser = ConfigParser()
     parser.read_config(str(BUNDLE_ROOT / "configs" / "train.json"))
-    parser.update({"bundle_root": str(BUNDLE_ROOT), "dataset_dir": data_dir,
-                   "output_dir": work, "cache": mode, "cache_dir": f"{work}/cache", "num_workers": 0})  # fmt: skip
+    parser.update(
+        {
+            "bundle_root": str(BUNDLE_ROOT),
+            "dataset_dir": data_dir,
+            "output_dir": work,
+            "cache": mode,
+            "cache_dir": f"{work}/cache",
+            "num_workers": 0,
+        }
+    )
     datalist = parser.get_parsed_content("datalist")
     before_rss, before_peak = _rss_bytes(), _peak_bytes(torch.device("cpu"))
     start = time.perf_counter()
@@ -335,18 +343,27 @@ def run_full_size(args: argparse.Namespace) -> dict:
 
 def print_full_size(report: dict) -> None:
     settings = report["settings"]
-    print(f"device {report['device']}, {settings['threads']} threads, {settings['cases']} phantoms 240x240x155 at 1 mm, "
-          f"patch {settings['patch']}^3, overlap {settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, "
-          f"train step of {settings['batch']} patches")  # fmt: skip
+    print(
+        f"device {report['device']}, {settings['threads']} threads, {settings['cases']} phantoms 240x240x155 at 1 mm, "
+        f"patch {settings['patch']}^3, overlap {settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, "
+        f"train step of {settings['batch']} patches"
+    )
     for mode in ("memory", "disk"):
         c = report[f"cache_{mode}"]
-        print(f"cache {mode:6}: {c['preprocess_s_per_case']:.1f} s/case preprocessing, {c['cached_mb_per_case']:.0f} MB/case "
-              f"({c['cached_bytes_per_grid_voxel']:.1f} B per grid voxel), peak RSS growth {c['peak_rss_growth_mb']:.0f} MB "
-              f"for {c['cases']} cases, {c['samples_per_s']:.2f} training samples/s per worker")  # fmt: skip
+        print(
+            f"cache {mode:6}: {c['preprocess_s_per_case']:.1f} s/case preprocessing, {c['cached_mb_per_case']:.0f} MB/case "
+            f"({c['cached_bytes_per_grid_voxel']:.1f} B per grid voxel), peak RSS growth {c['peak_rss_growth_mb']:.0f} MB "
+            f"for {c['cases']} cases, {c['samples_per_s']:.2f} training samples/s per worker"
+        )
     dyn, lckd = report["dynunet"], report["lckdnet"]
-    for key, label in (("train_s", "train step s"), ("train_peak_mb", "train peak MB"), ("inference_s", "inference s/case"),
-                       ("inference_peak_mb", "inference peak MB"), ("election_s", "election s/case"),
-                       ("combinations_s", "15 combinations s/case")):  # fmt: skip
+    for key, label in (
+        ("train_s", "train step s"),
+        ("train_peak_mb", "train peak MB"),
+        ("inference_s", "inference s/case"),
+        ("inference_peak_mb", "inference peak MB"),
+        ("election_s", "election s/case"),
+        ("combinations_s", "15 combinations s/case"),
+    ):
         cells = [f"{m[key]:.1f}" if key in m else "-" for m in (dyn, lckd)]
         print(f"  {label:24}{cells[0]:>10}{cells[1]:>10}")
     for key, value in {**report["ratios"], **report["extrapolation_1251"]}.items():
@@ -383,10 +400,18 @@ def print_table(report: dict) -> None:
         print(f"{label:22}{cells[0]:>10}{cells[1]:>13}{cells[2]:>7}{cells[3]:>14}{cells[4]:>7}")
     print("\nratios (LCKDNet shared / DynUNet unless noted):")
     for key in (
-        "train_step_ratio", "inference_ratio", "peak_memory_ratio", "inference_peak_memory_ratio", "params_ratio",
-        "train_flop_ratio", "train_flops_efficiency", "inference_flops_efficiency", "combinations_ratio",
-        "decode_over_encode", "combinations_bound",
-    ):  # fmt: skip
+        "train_step_ratio",
+        "inference_ratio",
+        "peak_memory_ratio",
+        "inference_peak_memory_ratio",
+        "params_ratio",
+        "train_flop_ratio",
+        "train_flops_efficiency",
+        "inference_flops_efficiency",
+        "combinations_ratio",
+        "decode_over_encode",
+        "combinations_bound",
+    ):
         print(f"  {key:30}{report[key]:6.2f}   per-sequence encoders: {report['per_modality_encoders'][key]:.2f}")
     grouped = report["grouped_conv"]
     print(

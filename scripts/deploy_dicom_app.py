@@ -35,8 +35,11 @@ from bundle.conventions import LABEL_CONVENTIONS
 from bundle.errors import InputError, install_excepthook
 from bundle.io import read_json
 
-CLASSES = (("NCR", "necrotic tumour core", "Necrosis"), ("ED", "peritumoral oedema", "Edema"),
-           ("ET", "enhancing tumour", "Neoplasm"))  # fmt: skip
+CLASSES = (
+    ("NCR", "necrotic tumour core", "Necrosis"),
+    ("ED", "peritumoral oedema", "Edema"),
+    ("ET", "enhancing tumour", "Neoplasm"),
+)
 """Segments of Deploy's SEG, numbered 1-3: (class, description, SNOMED CT concept in pydicom's ``codes.SCT``)."""
 
 
@@ -119,7 +122,9 @@ class LCKDDicomApp(Application):
             self, segment_descriptions=descriptions, output_folder=output, omit_empty_frames=False, name="seg_writer"
         )
         self.add_flow(loader, pipeline, {("dicom_study_list", "dicom_study_list")})
-        self.add_flow(pipeline, writer, {("seg_image", "seg_image"), ("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(
+            pipeline, writer, {("seg_image", "seg_image"), ("study_selected_series_list", "study_selected_series_list")}
+        )
 
 
 if __name__ == "__main__":

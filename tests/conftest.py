@@ -59,9 +59,16 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": T
 def locked_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
     """A second process holding ``bundle.io.lock_folder(folder)`` while the block runs; killed after it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import bundle.io, time; bundle.io.lock_folder({str(folder)!r}); print('held', flush=True); time.sleep(300)"],
-        cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"import bundle.io, time; bundle.io.lock_folder({str(folder)!r}); print('held', flush=True); time.sleep(300)",
+        ],
+        cwd=BUNDLE_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=SUBPROCESS_ENV,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder
@@ -78,11 +85,22 @@ def run_inference(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps(settings))
     run = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--args_file", str(folder / "args.json")],
-        cwd=bundle_root, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--args_file",
+            str(folder / "args.json"),
+        ],
+        cwd=bundle_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**SUBPROCESS_ENV, "PYTHONPATH": str(bundle_root)},
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return run
 
@@ -190,9 +208,11 @@ def tiny_checkpoint(path: Path, preprocessing: dict | None = None) -> LCKDNet:
     ``preprocessing`` goes into its record, as a training puts it there."""
     torch.manual_seed(0)
     net = LCKDNet(
-        filters=TINY_OVERRIDES["filters"], kernel_size=TINY_OVERRIDES["kernel_size"], strides=TINY_OVERRIDES["strides"],
+        filters=TINY_OVERRIDES["filters"],
+        kernel_size=TINY_OVERRIDES["kernel_size"],
+        strides=TINY_OVERRIDES["strides"],
         preprocessing=preprocessing,
-    )  # fmt: skip
+    )
     torch.save(net.state_dict(), path)
     return net
 

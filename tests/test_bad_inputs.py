@@ -681,10 +681,28 @@ class TestCommandLine(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             env = {k: v for k, v in os.environ.items() if k != "LCKD_TRACEBACK"}
             result = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-                 "--dataset_dir", f"{tmp}/nowhere", "--patch_size", "[64, 64, 64]", "--ckpt_dir", f"{tmp}/models", "--output_dir", f"{tmp}/eval"],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=300,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "run",
+                    "--config_file",
+                    "configs/train.json",
+                    "--dataset_dir",
+                    f"{tmp}/nowhere",
+                    "--patch_size",
+                    "[64, 64, 64]",
+                    "--ckpt_dir",
+                    f"{tmp}/models",
+                    "--output_dir",
+                    f"{tmp}/eval",
+                ],
+                cwd=BUNDLE_ROOT,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(f"error: dataset_dir {tmp}/nowhere does not exist", result.stderr)
         self.assertNotIn("Traceback", result.stderr)

@@ -199,9 +199,16 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
             tiny_checkpoint(ckpt)
             out = Path(tmp) / "eval"
             run_workflow(
-                ["train.json", "evaluate.json"], dataset_dir=str(grouped), ckpt_path=str(ckpt), output_dir=str(out),
-                lesion_wise=False, hd95=False, val_fraction=0.25, test_fraction=0.5, **WITHOUT_NETWORK_KEYS,
-            )  # fmt: skip
+                ["train.json", "evaluate.json"],
+                dataset_dir=str(grouped),
+                ckpt_path=str(ckpt),
+                output_dir=str(out),
+                lesion_wise=False,
+                hd95=False,
+                val_fraction=0.25,
+                test_fraction=0.5,
+                **WITHOUT_NETWORK_KEYS,
+            )
             with open(out / "report" / "summary.csv") as file:
                 labels = [row["combination"] for row in csv.DictReader(file)]
             self.assertEqual(

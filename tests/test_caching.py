@@ -18,8 +18,8 @@ from parameterized import parameterized
 
 from bundle.data import cache_mode, cache_size, cached_dataset, load_datalist
 from bundle.data.caching import CompactPersistentDataset
-from bundle.memory import CACHED_BYTES_PER_VOXEL
 from bundle.errors import InputError
+from bundle.memory import CACHED_BYTES_PER_VOXEL
 from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase
 
 

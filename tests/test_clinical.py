@@ -105,10 +105,14 @@ class TestCoregistration(unittest.TestCase):
             brain = sitk.ReadImage(str(study / "truth" / "atlas_brain.nii.gz"))
             voxels = np.argwhere(sitk.GetArrayFromImage(brain) > 0)[::50, ::-1].astype(float)
             atlas = [brain.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels]
-            in_reference = np.asarray([drawn_transform(record, reference).GetInverse().TransformPoint(a) for a in atlas])
+            in_reference = np.asarray(
+                [drawn_transform(record, reference).GetInverse().TransformPoint(a) for a in atlas]
+            )
             for sequence in ("flair", "t1", "t2"):
                 inverse = drawn_transform(record, sequence).GetInverse()
-                truth = sitk.CompositeTransform([inverse, drawn_transform(record, reference)])  # reference -> atlas -> native
+                truth = sitk.CompositeTransform(
+                    [inverse, drawn_transform(record, reference)]
+                )  # reference -> atlas -> native
                 errors = point_errors(registrations[sequence].transform, truth, in_reference)
                 self.assertLess(np.median(errors), 1.5, sequence)
                 # the drawn motion was real: without registration the same points are off by far more
@@ -175,13 +179,25 @@ class TestBadStudies(unittest.TestCase):
     @parameterized.expand(
         [
             ("localizer", {"SeriesDescription": "AAHead_Scout", "SeriesNumber": 1}, "a localizer"),
-            ("image_type", {"SeriesDescription": "3-pl T2", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, "a localizer"),
+            (
+                "image_type",
+                {"SeriesDescription": "3-pl T2", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]},
+                "a localizer",
+            ),
             ("ct", {"SeriesDescription": "HEAD CT", "Modality": "CT"}, "modality CT, not MR"),
             ("derived", {"SeriesDescription": "ADC map", "ImageType": ["DERIVED", "PRIMARY", "ADC"]}, "derived"),
-            ("unknown", {"SeriesDescription": "ep2d_diff_DWI", "ProtocolName": "ep2d_diff"}, "no rule of series_rules names it"),
-            ("enhanced", {"SeriesDescription": "mystery", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.4.1"}, "enhanced multi-frame"),
+            (
+                "unknown",
+                {"SeriesDescription": "ep2d_diff_DWI", "ProtocolName": "ep2d_diff"},
+                "no rule of series_rules names it",
+            ),
+            (
+                "enhanced",
+                {"SeriesDescription": "mystery", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.4.1"},
+                "enhanced multi-frame",
+            ),
         ]
-    )  # fmt: skip
+    )
     def test_an_unusable_series_is_listed_with_its_reason(self, name, tags, reason):
         skipped = self._skipped(self._with(name, "t2_tse_cor", **tags))
         self.assertIn(reason, skipped[tags["SeriesDescription"]])
@@ -209,7 +225,9 @@ class TestBadStudies(unittest.TestCase):
         found = name_series(find_series(self.study / "dicom"), RULES, DEFAULT_MODALITIES)
         images = {s: read_series(found.named[s]) for s in ("t1", "t2")}
         with mock.patch.object(registration, "MAX_ITERATIONS", 2):  # every registration uses all its iterations
-            with self.assertRaisesRegex(InputError, r"failed for T2: not converged in 2 iterations \(mutual information"):
+            with self.assertRaisesRegex(
+                InputError, r"failed for T2: not converged in 2 iterations \(mutual information"
+            ):
                 coregister(images, min_mutual_information=0.0, names={"t1": "T1", "t2": "T2"})
             reference, registrations = coregister(images, min_mutual_information=0.0, refuse_unconverged=False)
         self.assertEqual((reference, registrations["t2"].iterations), ("t1", 2))
@@ -283,14 +301,17 @@ class TestAtlasAlignment(unittest.TestCase):
 
 
 ADVICE_TABLE = {
-    "split": "test", "cases": 12, "scoring": "brats2025", "optimistic": None,
+    "split": "test",
+    "cases": 12,
+    "scoring": "brats2025",
+    "optimistic": None,
     "dice": {
         "flair+t2": {"ET": [0.19, 0.17], "TC": [0.41, 0.2], "WT": [0.86, 0.05]},
         "flair+t1+t2": {"ET": [0.22, 0.15], "TC": [0.45, 0.2], "WT": [0.87, 0.04]},
         "flair+t1ce+t2": {"ET": [0.82, 0.05], "TC": [0.8, 0.1], "WT": [0.88, 0.04]},
         "flair+t1+t1ce+t2": {"ET": [0.85, 0.05], "TC": [0.86, 0.1], "WT": [0.87, 0.04]},
     },
-}  # fmt: skip
+}
 
 
 class TestAdvice(unittest.TestCase):
@@ -335,9 +356,13 @@ def _one_line_error(run: subprocess.CompletedProcess) -> str:
 
 def _clinical(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bundle.clinical", *args], cwd=BUNDLE_ROOT, capture_output=True, text=True,
-        timeout=600, env=SUBPROCESS_ENV,
-    )  # fmt: skip
+        [sys.executable, "-m", "bundle.clinical", *args],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SUBPROCESS_ENV,
+    )
 
 
 class TestClinicalCommand(unittest.TestCase):
@@ -357,9 +382,13 @@ class TestClinicalCommand(unittest.TestCase):
         content[EXPECTED_DICE_KEY] = {**ADVICE_TABLE, "model_sha256": file_sha256(root / "model" / "model.pt")}
         cls.metadata.write_text(json.dumps(content))
         cls.common = [
-            "--ckpt_path", str(root / "model" / "model.pt"), "--metadata_file", str(cls.metadata),
-            "--atlas", str(cls.study / "truth" / "atlas_t1ce.nii.gz"),
-        ]  # fmt: skip
+            "--ckpt_path",
+            str(root / "model" / "model.pt"),
+            "--metadata_file",
+            str(cls.metadata),
+            "--atlas",
+            str(cls.study / "truth" / "atlas_t1ce.nii.gz"),
+        ]
         cls.output = root / "out"
         cls.first = _clinical(str(cls.study / "dicom"), "--output", str(cls.output), "--all_grids", *cls.common)
 
@@ -452,10 +481,15 @@ class TestClinicalCommand(unittest.TestCase):
         summary = json.loads((root / "nifti_out" / "study.json").read_text())
         self.assertEqual(summary["sequences"], ["flair", "t1ce", "t2"])
         run_inference(
-            {"dataset_dir": str(root / "nifti"), "ckpt_path": self.common[1], "output_dir": str(root / "direct"),
-             "mlflow": False, "num_workers": 0},
+            {
+                "dataset_dir": str(root / "nifti"),
+                "ckpt_path": self.common[1],
+                "output_dir": str(root / "direct"),
+                "mlflow": False,
+                "num_workers": 0,
+            },
             root / "direct_args",
-        )  # fmt: skip
+        )
         direct = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "direct" / "case_flair_seg.nii.gz")))
         clinical = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "nifti_out" / "segmentation_t1ce_grid.nii.gz")))
         self.assertGreater(direct.sum(), 0)
@@ -476,16 +510,32 @@ class TestMeasurementTables(unittest.TestCase):
             dice[label] = {region: [mean, 0.1] for region, mean in means.items()}
             for study, shift in (("a", -0.01), ("b", 0.01)):
                 for arm in ("native", "preprocessed"):
-                    rows.append({"study": study, "combination": label, "arm": arm,
-                                 **{f"dice_{r}": m + shift for r, m in means.items()}})  # fmt: skip
+                    rows.append(
+                        {
+                            "study": study,
+                            "combination": label,
+                            "arm": arm,
+                            **{f"dice_{r}": m + shift for r, m in means.items()},
+                        }
+                    )
         prepared = {
-            "a": {"registration_mm": {"flair->t1ce": 0.2, "t1->flair": 3.0, "t2->t1": 0.4, "t1->t2": 0.1},
-                  "brain_dice": {"t1ce": 0.95, "t1": 0.96, "flair": 0.94, "t2": 0.85}, "seconds": {"atlas": 0.0}},
-        }  # fmt: skip
-        text = format_tables({
-            "studies": 2, "seed": 1000, "spacing": 2.0, "coarsen": 2.0, "rows": rows, "prepared": prepared,
-            "advice_table": {"split": "test", "cases": 8, "dice": dice},
-        })  # fmt: skip
+            "a": {
+                "registration_mm": {"flair->t1ce": 0.2, "t1->flair": 3.0, "t2->t1": 0.4, "t1->t2": 0.1},
+                "brain_dice": {"t1ce": 0.95, "t1": 0.96, "flair": 0.94, "t2": 0.85},
+                "seconds": {"atlas": 0.0},
+            },
+        }
+        text = format_tables(
+            {
+                "studies": 2,
+                "seed": 1000,
+                "spacing": 2.0,
+                "coarsen": 2.0,
+                "rows": rows,
+                "prepared": prepared,
+                "advice_table": {"split": "test", "cases": 8, "dice": dice},
+            }
+        )
         self.assertIn("| flair | 3.00, 3.00 | 0.940, 0.940 |", text)  # t1->flair, by reference
         self.assertIn("| t1 | 0.40, 0.40 | 0.960, 0.960 |", text)
         self.assertIn("Pearson r 1.00, same sign 100%, mean absolute difference 0.000", text)

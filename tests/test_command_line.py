@@ -42,9 +42,13 @@ def bundle_run(configs: list[str], *args: str, file_size_limit: int | None = Non
     env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
     return subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr([f"configs/{c}" for c in configs]), *args],
-        cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=600,
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
         preexec_fn=limit_file_size if file_size_limit else None,
-    )  # fmt: skip
+    )
 
 
 def code_carrying_checkpoint(path: Path) -> Path:
@@ -73,10 +77,20 @@ class CommandLineTestCase(TinyDatasetTestCase):
 class TestTraining(CommandLineTestCase):
     def _train(self, work: Path, *args: str, dataset: Path | None = None) -> subprocess.CompletedProcess:
         return bundle_run(
-            ["train.json"], "--dataset_dir", str(dataset or self.dataset), "--ckpt_dir", str(work / "models"),
-            "--output_dir", str(work / "eval"), "--metadata_file", str(fresh_metadata(work)),
-            "--datalist_file", str(work / "datalist.json"), *TINY_ARGS, *args,
-        )  # fmt: skip
+            ["train.json"],
+            "--dataset_dir",
+            str(dataset or self.dataset),
+            "--ckpt_dir",
+            str(work / "models"),
+            "--output_dir",
+            str(work / "eval"),
+            "--metadata_file",
+            str(fresh_metadata(work)),
+            "--datalist_file",
+            str(work / "datalist.json"),
+            *TINY_ARGS,
+            *args,
+        )
 
     def test_a_misspelt_key_and_wrong_values_are_refused_before_anything_runs(self):
         with TemporaryDirectory() as tmp:
@@ -87,8 +101,12 @@ class TestTraining(CommandLineTestCase):
                 work, "--max_epochs", "2.5", "--overlap", "1.0", "--sw_batch_size", "0", "--device", "cuda:7"
             )
             message = self.assert_one_line_error(values, "4 problem(s) in the settings:")
-            for expected in ("--max_epochs must be a whole number >= 1; got 2.5", "--overlap must be a number >= 0 and < 1",
-                             "--sw_batch_size must be a whole number >= 1; got 0", "--device must be a device this machine has"):  # fmt: skip
+            for expected in (
+                "--max_epochs must be a whole number >= 1; got 2.5",
+                "--overlap must be a number >= 0 and < 1",
+                "--sw_batch_size must be a whole number >= 1; got 0",
+                "--device must be a device this machine has",
+            ):
                 self.assertIn(expected, message)
             self.assertFalse((work / "models").exists() and any((work / "models").glob("*.pt")))
 
@@ -144,8 +162,18 @@ class TestTraining(CommandLineTestCase):
     def test_a_truncated_disk_cache_file_is_recomputed_with_one_warning(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            args = ["--max_epochs", "1", "--elect_epoch", "1", "--cache", "disk", "--cache_dir", str(work / "cache"),
-                    "--resume", "false"]  # fmt: skip
+            args = [
+                "--max_epochs",
+                "1",
+                "--elect_epoch",
+                "1",
+                "--cache",
+                "disk",
+                "--cache_dir",
+                str(work / "cache"),
+                "--resume",
+                "false",
+            ]
             self.assertEqual(self._train(work, *args).returncode, 0)
             cached = sorted((work / "cache").glob("*.pt"))
             cached[0].write_bytes(cached[0].read_bytes()[:500])  # a kill or a full disk while it was written
@@ -159,8 +187,15 @@ class TestTraining(CommandLineTestCase):
     def test_a_case_in_two_splits_is_found_before_training(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            splits = {"training": [{"case": "SYNTH_0000", "flair": "SYNTH_0000/SYNTH_0000_flair.nii.gz",
-                                    "label": "SYNTH_0000/SYNTH_0000_seg.nii.gz"}]}  # fmt: skip
+            splits = {
+                "training": [
+                    {
+                        "case": "SYNTH_0000",
+                        "flair": "SYNTH_0000/SYNTH_0000_flair.nii.gz",
+                        "label": "SYNTH_0000/SYNTH_0000_seg.nii.gz",
+                    }
+                ]
+            }
             splits["validation"] = splits["training"]
             (work / "datalist.json").write_text(json.dumps(splits))
             result = self._train(work, "--max_epochs", "1", "--elect_epoch", "1")
@@ -178,10 +213,25 @@ class TestModelPathAndSplits(CommandLineTestCase):
             (work / "models" / "model.pt").write_bytes(b"another model, in the default place")
             (work / "trained").mkdir()
             tiny_checkpoint(work / "trained" / "model.pt")
-            common = ["--bundle_root", str(work), "--ckpt_dir", str(work / "trained"), "--dataset_dir",
-                      str(self.dataset), "--output_dir", str(work / "eval"), "--metadata_file", str(fresh_metadata(work)),
-                      "--datalist_file", str(work / "datalist.json"), "--mlflow", "false", "--resamples", "10",
-                      *TINY_ARGS]  # fmt: skip
+            common = [
+                "--bundle_root",
+                str(work),
+                "--ckpt_dir",
+                str(work / "trained"),
+                "--dataset_dir",
+                str(self.dataset),
+                "--output_dir",
+                str(work / "eval"),
+                "--metadata_file",
+                str(fresh_metadata(work)),
+                "--datalist_file",
+                str(work / "datalist.json"),
+                "--mlflow",
+                "false",
+                "--resamples",
+                "10",
+                *TINY_ARGS,
+            ]
             elect = bundle_run(["train.json", "elect.json"], *common)
             self.assertEqual(elect.returncode, 0, elect.stderr[-3000:])
             self.assertIsNotNone(read_record(work / "trained" / "model.pt")["teachers"])  # elected into this model
@@ -203,10 +253,23 @@ class TestModelPathAndSplits(CommandLineTestCase):
                 self.skipTest("chattr +i is not allowed here")
             try:
                 elect = bundle_run(
-                    ["train.json", "elect.json"], "--bundle_root", str(work), "--ckpt_dir", str(work / "trained"),
-                    "--dataset_dir", str(self.dataset), "--output_dir", str(work / "eval"), "--metadata_file",
-                    str(metadata), "--datalist_file", str(work / "datalist.json"), "--mlflow", "false", *TINY_ARGS,
-                )  # fmt: skip
+                    ["train.json", "elect.json"],
+                    "--bundle_root",
+                    str(work),
+                    "--ckpt_dir",
+                    str(work / "trained"),
+                    "--dataset_dir",
+                    str(self.dataset),
+                    "--output_dir",
+                    str(work / "eval"),
+                    "--metadata_file",
+                    str(metadata),
+                    "--datalist_file",
+                    str(work / "datalist.json"),
+                    "--mlflow",
+                    "false",
+                    *TINY_ARGS,
+                )
             finally:
                 subprocess.run(["chattr", "-i", str(work / "trained")], check=True)
             self.assert_one_line_error(elect, f"cannot write to {work / 'trained'}")
@@ -215,16 +278,36 @@ class TestModelPathAndSplits(CommandLineTestCase):
     def test_a_case_listed_twice_is_refused(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            case = {"case": "SYNTH_0000", "flair": "SYNTH_0000/SYNTH_0000_flair.nii.gz",
-                    "label": "SYNTH_0000/SYNTH_0000_seg.nii.gz"}  # fmt: skip
-            other = {**case, "case": "SYNTH_0003", "flair": "SYNTH_0003/SYNTH_0003_flair.nii.gz",
-                     "label": "SYNTH_0003/SYNTH_0003_seg.nii.gz"}  # fmt: skip
+            case = {
+                "case": "SYNTH_0000",
+                "flair": "SYNTH_0000/SYNTH_0000_flair.nii.gz",
+                "label": "SYNTH_0000/SYNTH_0000_seg.nii.gz",
+            }
+            other = {
+                **case,
+                "case": "SYNTH_0003",
+                "flair": "SYNTH_0003/SYNTH_0003_flair.nii.gz",
+                "label": "SYNTH_0003/SYNTH_0003_seg.nii.gz",
+            }
             (work / "datalist.json").write_text(json.dumps({"training": [case, case], "validation": [other]}))
             result = bundle_run(
-                ["train.json"], "--dataset_dir", str(self.dataset), "--datalist_file", str(work / "datalist.json"),
-                "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),
-                "--metadata_file", str(fresh_metadata(work)), *TINY_ARGS, "--max_epochs", "1", "--elect_epoch", "1",
-            )  # fmt: skip
+                ["train.json"],
+                "--dataset_dir",
+                str(self.dataset),
+                "--datalist_file",
+                str(work / "datalist.json"),
+                "--ckpt_dir",
+                str(work / "models"),
+                "--output_dir",
+                str(work / "eval"),
+                "--metadata_file",
+                str(fresh_metadata(work)),
+                *TINY_ARGS,
+                "--max_epochs",
+                "1",
+                "--elect_epoch",
+                "1",
+            )
             self.assert_one_line_error(result, "training lists SYNTH_0000 twice")
             self.assertEqual(list((work / "models").glob("*.pt")), [])
 
@@ -251,9 +334,17 @@ class TestModelPathAndSplits(CommandLineTestCase):
                 a for k in ("filters", "kernel_size", "strides") for a in (f"--{k}", json.dumps(TINY_OVERRIDES[k]))
             ]
             result = bundle_run(
-                ["inference.json"], "--dataset_dir", str(work / "data"), "--ckpt_path", str(work / "model.pt"),
-                "--output_dir", str(work / "out"), "--num_workers", "0", *network,
-            )  # fmt: skip
+                ["inference.json"],
+                "--dataset_dir",
+                str(work / "data"),
+                "--ckpt_path",
+                str(work / "model.pt"),
+                "--output_dir",
+                str(work / "out"),
+                "--num_workers",
+                "0",
+                *network,
+            )
             self.assertEqual(result.returncode, 0, result.stderr[-2000:])
             self.assertEqual(
                 sorted(p.name for p in (work / "out").iterdir()),
@@ -267,9 +358,19 @@ class TestInference(CommandLineTestCase):
             a for key in ("filters", "kernel_size", "strides") for a in (f"--{key}", json.dumps(TINY_OVERRIDES[key]))
         ]
         return bundle_run(
-            ["inference.json"], "--dataset_dir", str(dataset), "--ckpt_path", str(work / "model.pt"),
-            "--output_dir", str(work / "out"), "--num_workers", "0", *network, *args, **kwargs,
-        )  # fmt: skip
+            ["inference.json"],
+            "--dataset_dir",
+            str(dataset),
+            "--ckpt_path",
+            str(work / "model.pt"),
+            "--output_dir",
+            str(work / "out"),
+            "--num_workers",
+            "0",
+            *network,
+            *args,
+            **kwargs,
+        )
 
     def _one_case(self, work: Path) -> Path:
         shutil.copytree(self.dataset / "SYNTH_0002", work / "data" / "SYNTH_0002")
@@ -312,9 +413,17 @@ class TestInference(CommandLineTestCase):
             ]
             for output in ("segs", "segs_again"):  # the second run meets the first run's output folder
                 result = bundle_run(
-                    ["inference.json"], "--dataset_dir", str(dataset), "--ckpt_path", str(work / "model.pt"),
-                    "--output_dir", str(dataset / output), "--num_workers", "0", *network,
-                )  # fmt: skip
+                    ["inference.json"],
+                    "--dataset_dir",
+                    str(dataset),
+                    "--ckpt_path",
+                    str(work / "model.pt"),
+                    "--output_dir",
+                    str(dataset / output),
+                    "--num_workers",
+                    "0",
+                    *network,
+                )
                 self.assertEqual(result.returncode, 0, result.stderr[-2000:])
             self.assertIn(
                 f"skipping {dataset / 'segs'}: it holds segmentations or run outputs", result.stdout + result.stderr
@@ -333,9 +442,10 @@ class TestInference(CommandLineTestCase):
             (work / "out" / "SYNTH_0002_modalities.json").mkdir(parents=True)
             result = self._infer(work, self._one_case(work))
             self.assert_one_line_error(
-                result, f"could not write {work / 'out' / 'SYNTH_0002_modalities.json'}",
+                result,
+                f"could not write {work / 'out' / 'SYNTH_0002_modalities.json'}",
                 "SYNTH_0002_flair_seg.nii.gz was removed, so that no segmentation lacks its record",
-            )  # fmt: skip
+            )
             self.assertEqual(sorted(p.name for p in (work / "out").iterdir()), ["SYNTH_0002_modalities.json"])
 
     def test_a_checkpoint_carrying_code_is_refused_unread(self):
@@ -355,12 +465,29 @@ class TestInference(CommandLineTestCase):
             marker = code_carrying_checkpoint(work / "model.pt")
             env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
             result = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
-                 str(work / "model.ts"), "--ckpt_file", str(work / "model.pt"), "--meta_file",
-                 str(fresh_metadata(work)), "--config_file", "configs/inference.json", "--ckpt_path",
-                 str(work / "model.pt")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, env=env, timeout=300,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "ckpt_export",
+                    "network_def",
+                    "--filepath",
+                    str(work / "model.ts"),
+                    "--ckpt_file",
+                    str(work / "model.pt"),
+                    "--meta_file",
+                    str(fresh_metadata(work)),
+                    "--config_file",
+                    "configs/inference.json",
+                    "--ckpt_path",
+                    str(work / "model.pt"),
+                ],
+                cwd=BUNDLE_ROOT,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
             self.assert_one_line_error(result, "holds Python objects other than weights (posix.mkdir)")
             self.assertFalse(marker.exists())
             self.assertFalse((work / "model.ts").exists())

@@ -143,20 +143,51 @@ class TestDeployDicomApp(unittest.TestCase):
 
         with TemporaryDirectory() as tmp:
             root = Path(tmp)
-            make_study(root / "study", seed=6, sequences=["flair", "t1ce", "t2"], spacing=3.0, coarsen=3.0, vendor="GE MEDICAL SYSTEMS")
+            make_study(
+                root / "study",
+                seed=6,
+                sequences=["flair", "t1ce", "t2"],
+                spacing=3.0,
+                coarsen=3.0,
+                vendor="GE MEDICAL SYSTEMS",
+            )
             tiny_checkpoint(root / "model.pt", {**PREPROCESSING_DEFAULTS, "pixdim": [3.0] * 3, "patch_size": [32] * 3})
             env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
             app = subprocess.run(
-                [sys.executable, str(BUNDLE_ROOT / "scripts" / "deploy_dicom_app.py"), "-m", str(root / "model.pt"),
-                 "-i", str(root / "study" / "dicom"), "-o", str(root / "deployed")],
-                cwd=root, capture_output=True, text=True, timeout=600, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    str(BUNDLE_ROOT / "scripts" / "deploy_dicom_app.py"),
+                    "-m",
+                    str(root / "model.pt"),
+                    "-i",
+                    str(root / "study" / "dicom"),
+                    "-o",
+                    str(root / "deployed"),
+                ],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=env,
+            )
             self.assertEqual(app.returncode, 0, app.stdout[-3000:] + app.stderr[-3000:])
             command = subprocess.run(
-                [sys.executable, "-m", "bundle.clinical", str(root / "study" / "dicom"), "--output", str(root / "command"),
-                 "--ckpt_path", str(root / "model.pt")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "bundle.clinical",
+                    str(root / "study" / "dicom"),
+                    "--output",
+                    str(root / "command"),
+                    "--ckpt_path",
+                    str(root / "model.pt"),
+                ],
+                cwd=BUNDLE_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=env,
+            )
             self.assertEqual(command.returncode, 0, command.stderr[-3000:])
             (study_folder,) = [p for p in (root / "deployed").iterdir() if p.is_dir()]
             (seg_file,) = (root / "deployed").glob("*.dcm")
@@ -169,8 +200,10 @@ class TestDeployDicomApp(unittest.TestCase):
             t1ce = next(s for s in find_series(root / "study" / "dicom") if s.contrast_agent)
             seg = highdicom.seg.segread(seg_file)
             self.assertEqual(seg.ReferencedSeriesSequence[0].SeriesInstanceUID, t1ce.uid)
-            self.assertEqual([s.SegmentLabel for s in seg.SegmentSequence],
-                             ["NCR: necrotic tumour core", "ED: peritumoral oedema", "ET: enhancing tumour"])  # fmt: skip
+            self.assertEqual(
+                [s.SegmentLabel for s in seg.SegmentSequence],
+                ["NCR: necrotic tumour core", "ED: peritumoral oedema", "ET: enhancing tumour"],
+            )
             slices = [pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in slice_order(t1ce)]
             masks = seg.get_pixels_by_source_instance(slices, segment_numbers=[1, 2, 3])
             for index, value in enumerate((1, 2, 4)):
@@ -181,7 +214,19 @@ def run_app(model: Path, input_folder: Path, output_folder: Path, cwd: Path) -> 
     """scripts/deploy_app.py as a user runs it."""
     env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
     return subprocess.run(
-        [sys.executable, str(BUNDLE_ROOT / "scripts" / "deploy_app.py"),
-         "-m", str(model), "-i", str(input_folder), "-o", str(output_folder)],
-        cwd=cwd, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(BUNDLE_ROOT / "scripts" / "deploy_app.py"),
+            "-m",
+            str(model),
+            "-i",
+            str(input_folder),
+            "-o",
+            str(output_folder),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )

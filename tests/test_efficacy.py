@@ -149,8 +149,9 @@ class TestCompareRuns(unittest.TestCase):
 
     def test_student_gain_uses_students_only(self):
         gains = student_gain(
-            _rows(0.05, 0, ("flair", "t1", "t1ce", "t2")), _rows(0.0, 0, ("flair", "t1", "t1ce", "t2")),
+            _rows(0.05, 0, ("flair", "t1", "t1ce", "t2")),
+            _rows(0.0, 0, ("flair", "t1", "t1ce", "t2")),
             {"ET": "t1ce", "TC": "t1ce", "WT": "flair"},
-        )  # fmt: skip
+        )
         self.assertAlmostEqual(gains["ET"][0], 0.05, places=6)
         self.assertAlmostEqual(gains["TC"][0], 0.0, places=6)

@@ -102,9 +102,13 @@ class TestGlobalModelWrites(unittest.TestCase):
 
     def _controller(self, tmp: Path) -> LCKDFedAvg:
         controller = LCKDFedAvg(
-            num_clients=2, num_rounds=3, configs=["configs/train.json", "configs/federated.json", "configs/demo.json"],
-            bundle_root=str(BUNDLE_ROOT), ckpt_dir=str(tmp / "models"), metadata_file=str(fresh_metadata(tmp)),
-        )  # fmt: skip
+            num_clients=2,
+            num_rounds=3,
+            configs=["configs/train.json", "configs/federated.json", "configs/demo.json"],
+            bundle_root=str(BUNDLE_ROOT),
+            ckpt_dir=str(tmp / "models"),
+            metadata_file=str(fresh_metadata(tmp)),
+        )
         controller.start_round = 0
         controller.load_model()
         return controller
@@ -165,10 +169,23 @@ class TestJobFolder(unittest.TestCase):
             (Path(tmp) / "sites" / "site-1").mkdir(parents=True)
             env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
             run = subprocess.run(
-                [sys.executable, "-m", "bundle.federated.job", "--out", str(Path(tmp) / "job"), "--num_clients", "3",
-                 "--dataset_root", str(Path(tmp) / "sites")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=120, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "bundle.federated.job",
+                    "--out",
+                    str(Path(tmp) / "job"),
+                    "--num_clients",
+                    "3",
+                    "--dataset_root",
+                    str(Path(tmp) / "sites"),
+                ],
+                cwd=BUNDLE_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
             self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
             self.assertIn("has no folder for site-2, site-3", run.stderr)
             self.assertNotIn("Traceback", run.stderr)
@@ -220,20 +237,37 @@ class TestSimulator(unittest.TestCase):
     def _simulate(tmp: Path) -> tuple[subprocess.CompletedProcess, Path]:
         """The shipped job over ``tmp/sites`` (2 sites, 2 rounds, election at round 1) under ``nvflare simulator``;
         returns the run and the metadata file it writes into (global model in ``tmp/global``)."""
-        tiny = {**TINY_OVERRIDES, "val_fraction": 0.4, "test_fraction": 0.0, "val_interval": 2, "log_every": 5,
-                "warmup_epochs": 1, "min_site_cases": 1}  # fmt: skip
+        tiny = {
+            **TINY_OVERRIDES,
+            "val_fraction": 0.4,
+            "test_fraction": 0.0,
+            "val_interval": 2,
+            "log_every": 5,
+            "warmup_epochs": 1,
+            "min_site_cases": 1,
+        }
         (tmp / "tiny.json").write_text(json.dumps(tiny))
         metadata = fresh_metadata(tmp)
         configs = ["configs/train.json", "configs/federated.json", "configs/demo.json", str(tmp / "tiny.json")]
         job = configure_job(
-            tmp / "job", num_clients=2, num_rounds=2, elect_round=1, reelect_every=0, configs=configs,
-            dataset_root=str(tmp / "sites"), ckpt_dir=str(tmp / "global"), metadata_file=str(metadata),
-        )  # fmt: skip
+            tmp / "job",
+            num_clients=2,
+            num_rounds=2,
+            elect_round=1,
+            reelect_every=0,
+            configs=configs,
+            dataset_root=str(tmp / "sites"),
+            ckpt_dir=str(tmp / "global"),
+            metadata_file=str(metadata),
+        )
         nvflare = Path(sys.executable).with_name("nvflare")
         run = subprocess.run(
             [str(nvflare), "simulator", str(job), "-w", str(tmp / "workspace"), "-n", "2", "-t", "2"],
-            capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=SUBPROCESS_ENV,
+        )
         return run, metadata
 
     def test_a_site_that_fails_leaves_the_previous_global_model_and_says_the_run_ended_short(self):
@@ -284,9 +318,10 @@ class TestSimulator(unittest.TestCase):
 
             settings = {k: v for k, v in TINY_NETWORK.items() if k not in NETWORK_KEYS}
             settings.update(
-                dataset_dir=str(tmp / "sites" / "site-1"), output_dir=str(tmp / "segmentations"),
+                dataset_dir=str(tmp / "sites" / "site-1"),
+                output_dir=str(tmp / "segmentations"),
                 ckpt_path=str(tmp / "global" / "model.pt"),
-            )  # fmt: skip
+            )
             run_inference(settings, tmp)
             outputs = sorted((tmp / "segmentations").rglob("*.nii.gz"))
             self.assertEqual(len(outputs), 5)

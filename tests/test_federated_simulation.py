@@ -61,8 +61,14 @@ class TestCompareTraining(unittest.TestCase):
 class TestFormatComparison(unittest.TestCase):
     def test_one_row_per_arm_with_its_numbers(self):
         regions = {"ET": 0.5, "TC": 0.25, "WT": 0.75}
-        arm = {"teachers": {"ET": "t1ce", "TC": "t1ce", "WT": "flair"}, "dice": regions, "lesion_dice": regions,
-               "dice_with_t1ce": {"ET": 0.6}, "dice_without_t1ce": {"ET": 0.1}, "seconds": 12}  # fmt: skip
+        arm = {
+            "teachers": {"ET": "t1ce", "TC": "t1ce", "WT": "flair"},
+            "dice": regions,
+            "lesion_dice": regions,
+            "dice_with_t1ce": {"ET": 0.6},
+            "dice_without_t1ce": {"ET": 0.1},
+            "seconds": 12,
+        }
         lines = format_comparison({"pooled": arm, "federated": {**arm, "teachers": None}}).splitlines()
         self.assertEqual(len(lines), 4)
         self.assertEqual(

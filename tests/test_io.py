@@ -42,9 +42,16 @@ class TestLockFolder(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             with locked_by_another_process(Path(tmp)) as holder:
                 second = subprocess.run(
-                    [sys.executable, "-c", f"import bundle.errors, bundle.io; bundle.errors.install_excepthook(); bundle.io.lock_folder({tmp!r})"],
-                    cwd=BUNDLE_ROOT, capture_output=True, text=True, env=SUBPROCESS_ENV,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-c",
+                        f"import bundle.errors, bundle.io; bundle.errors.install_excepthook(); bundle.io.lock_folder({tmp!r})",
+                    ],
+                    cwd=BUNDLE_ROOT,
+                    capture_output=True,
+                    text=True,
+                    env=SUBPROCESS_ENV,
+                )
             self.assertEqual(second.returncode, 1)
             self.assertIn(f"error: another run (pid {holder.pid} on ", second.stderr)
             self.assertNotIn("Traceback", second.stderr)

@@ -52,7 +52,11 @@ def _layout_section() -> str:
 @pytest.mark.parametrize(
     "entry",
     sorted(
-        [f"{p.name}/" if p.is_dir() else p.name for p in PACKAGE.iterdir() if p.name not in ("__init__.py", "__pycache__")]
+        [
+            f"{p.name}/" if p.is_dir() else p.name
+            for p in PACKAGE.iterdir()
+            if p.name not in ("__init__.py", "__pycache__")
+        ]
         + [p.name for p in (BUNDLE_ROOT / "scripts").glob("*.py")]
         + [p.name for p in (BUNDLE_ROOT / "configs").glob("*.json")]
     ),

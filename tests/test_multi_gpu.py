@@ -40,10 +40,28 @@ class TestMultiProcessTraining(TinyDatasetTestCase):
             }
             (work / "args.json").write_text(json.dumps(settings))
             configs = f"['configs/train.json','{work / 'probe.json'}','configs/multi_gpu_train.json']"
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                       "--log-dir", str(work / "logs"), "--redirects", "3",
-                       "-m", "monai.bundle", "run", "--config_file", configs, "--meta_file", str(work / "metadata.json"),
-                       "--logging_file", str(CONFIGS / "logging.conf"), "--args_file", str(work / "args.json")]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                "--log-dir",
+                str(work / "logs"),
+                "--redirects",
+                "3",
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                configs,
+                "--meta_file",
+                str(work / "metadata.json"),
+                "--logging_file",
+                str(CONFIGS / "logging.conf"),
+                "--args_file",
+                str(work / "args.json"),
+            ]
             result = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
             logs = {int(p.parent.name): p.read_text() for p in (work / "logs").rglob("stdout.log")}
             errors = "".join(p.read_text()[-3000:] for p in (work / "logs").rglob("stderr.log"))

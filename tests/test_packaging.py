@@ -90,13 +90,28 @@ class TestPackKilled(unittest.TestCase):
             keys = _keys(tmp)
             before = json.loads((sender / "configs" / "metadata.json").read_text())
             killed = subprocess.run(
-                [sys.executable, "-c",
-                 "import os, signal, sys; import bundle.packaging as p; "
-                 "p._export_and_check = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
-                 "p.main(sys.argv[1:])", "pack", "--version", "9.1.0", "--change", "x", "--out", str(tmp / "dist"),
-                 "--key", str(keys / "publisher.key")],
-                cwd=sender, capture_output=True, text=True, timeout=300, env={**SUBPROCESS_ENV, "PYTHONPATH": str(sender)},
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-c",
+                    "import os, signal, sys; import bundle.packaging as p; "
+                    "p._export_and_check = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+                    "p.main(sys.argv[1:])",
+                    "pack",
+                    "--version",
+                    "9.1.0",
+                    "--change",
+                    "x",
+                    "--out",
+                    str(tmp / "dist"),
+                    "--key",
+                    str(keys / "publisher.key"),
+                ],
+                cwd=sender,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**SUBPROCESS_ENV, "PYTHONPATH": str(sender)},
+            )
             self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
             self.assertEqual(json.loads((sender / "configs" / "metadata.json").read_text())["version"], "9.1.0")
             again = _command(
@@ -131,9 +146,19 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
 
             keys = _keys(tmp)
             packed = _command(
-                ["pack", "--version", "9.1.0", "--change", "tiny test weights", "--out", str(tmp / "dist"),
-                 "--key", str(keys / "publisher.key")], sender,
-            )  # fmt: skip
+                [
+                    "pack",
+                    "--version",
+                    "9.1.0",
+                    "--change",
+                    "tiny test weights",
+                    "--out",
+                    str(tmp / "dist"),
+                    "--key",
+                    str(keys / "publisher.key"),
+                ],
+                sender,
+            )
             self.assertEqual(packed.returncode, 0, packed.stderr[-2000:])
             package = Path(json.loads(packed.stdout.strip().splitlines()[-1])["package"])
             self.assertEqual(package.name, "lckd_brats_9.1.0.zip")
@@ -198,9 +223,19 @@ class TestTamperedPackages(unittest.TestCase):
         cls.keys = _keys(root)
         sender = _sender(root / "sender")
         packed = _command(
-            ["pack", "--version", "9.1.0", "--change", "x", "--out", str(root / "dist"),
-             "--key", str(cls.keys / "publisher.key")], sender,
-        )  # fmt: skip
+            [
+                "pack",
+                "--version",
+                "9.1.0",
+                "--change",
+                "x",
+                "--out",
+                str(root / "dist"),
+                "--key",
+                str(cls.keys / "publisher.key"),
+            ],
+            sender,
+        )
         assert packed.returncode == 0, packed.stderr[-2000:]
         cls.package = root / "dist" / "lckd_brats_9.1.0.zip"
         cls.marker = root / "payload_ran"
@@ -211,9 +246,17 @@ class TestTamperedPackages(unittest.TestCase):
 
     def _verify(self, package: Path, name: str, *extra: str, trusted: Path | None = None):
         return _command(
-            ["verify", str(package), "--into", str(self.root / name), "--trusted-keys",
-             str(trusted or self.keys / "trusted"), *extra], self.root,
-        )  # fmt: skip
+            [
+                "verify",
+                str(package),
+                "--into",
+                str(self.root / name),
+                "--trusted-keys",
+                str(trusted or self.keys / "trusted"),
+                *extra,
+            ],
+            self.root,
+        )
 
     def assert_refused(self, result, name: str, *fragments: str) -> None:
         self.assertEqual(result.returncode, 1, result.stdout[-1500:] + result.stderr[-1500:])
@@ -237,9 +280,10 @@ class TestTamperedPackages(unittest.TestCase):
 
     def test_changed_code_is_refused(self):
         tampered = _rezip(
-            self.package, self.root / "code.zip",
+            self.package,
+            self.root / "code.zip",
             lambda name, data: data + b"\nimport os\n" if name == "bundle/__init__.py" else data,
-        )  # fmt: skip
+        )
         self.assert_refused(self._verify(tampered, "code"), "code", "bundle/__init__.py has SHA-256")
 
     def test_zeroed_weights_with_large_files_rehashed_are_refused(self):
@@ -295,9 +339,12 @@ class TestTamperedPackages(unittest.TestCase):
         env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
         run = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"],
-            cwd=self.root / "verified", capture_output=True, text=True, timeout=300,
+            cwd=self.root / "verified",
+            capture_output=True,
+            text=True,
+            timeout=300,
             env={**env, "PYTHONPATH": str(self.root / "verified")},
-        )  # fmt: skip
+        )
         self.assertEqual(run.returncode, 1, run.stdout[-1500:] + run.stderr[-1500:])
         self.assertIn("configs/inference.json has SHA-256", run.stderr)
         self.assertNotIn("Traceback", run.stderr)

@@ -158,8 +158,10 @@ class TestPaperProfile(unittest.TestCase):
 
     def test_official_split_shipped(self):
         lists = json.loads(OFFICIAL_SPLIT.read_text())
-        self.assertEqual({k: len(v) for k, v in lists.items() if k != "_desc_"},
-                         {"train": 228, "validation": 57, "train_all": 285, "online_validation": 66})  # fmt: skip
+        self.assertEqual(
+            {k: len(v) for k, v in lists.items() if k != "_desc_"},
+            {"train": 228, "validation": 57, "train_all": 285, "online_validation": 66},
+        )
         self.assertFalse(set(lists["train"]) & set(lists["validation"]))
         self.assertEqual(set(lists["train"]) | set(lists["validation"]), set(lists["train_all"]))
 
@@ -167,8 +169,9 @@ class TestPaperProfile(unittest.TestCase):
         """The local BraTS 2018 row's split: the 57 official validation cases are a test list nothing else touches."""
         official = json.loads(OFFICIAL_SPLIT.read_text())
         heldout = json.loads((CONFIGS / "splits" / "brats2018_lckd_heldout.json").read_text())
-        self.assertEqual({k: len(v) for k, v in heldout.items() if k != "_desc_"},
-                         {"train": 182, "selection": 46, "test": 57})  # fmt: skip
+        self.assertEqual(
+            {k: len(v) for k, v in heldout.items() if k != "_desc_"}, {"train": 182, "selection": 46, "test": 57}
+        )
         self.assertEqual(heldout["test"], official["validation"])
         self.assertEqual(set(heldout["train"]) | set(heldout["selection"]), set(official["train"]))
         self.assertFalse(set(heldout["train"]) & set(heldout["selection"]))
@@ -190,17 +193,40 @@ class TestPaperRunOnOfficialNames(unittest.TestCase):
                 for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
                     os.symlink(source / f"{source.name}_{suffix}.nii.gz", folder / f"{case}_{suffix}.nii.gz")
             # one epoch that still warms up, elects and validates: the schedule's epochs shrunk to 1
-            overrides = {**TINY_NETWORK, "max_epochs": 1, "warmup_epochs": 0, "elect_epoch": 1, "val_interval": 1,
-                         "log_every": 50, "output_dir": str(root / "eval"), "ckpt_dir": str(root / "models")}  # fmt: skip
+            overrides = {
+                **TINY_NETWORK,
+                "max_epochs": 1,
+                "warmup_epochs": 0,
+                "elect_epoch": 1,
+                "val_interval": 1,
+                "log_every": 50,
+                "output_dir": str(root / "eval"),
+                "ckpt_dir": str(root / "models"),
+            }
             overrides["metadata_file"] = str(root / "metadata.json")
             (root / "metadata.json").write_text((CONFIGS / "metadata.json").read_text())
             (root / "args.json").write_text(json.dumps(overrides))
             run = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                 "['configs/train.json','configs/paper_brats2018.json']", "--dataset_dir", str(root / "data"),
-                 "--split_file", "configs/splits/brats2018_lckd.json", "--args_file", str(root / "args.json")],
-                cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "run",
+                    "--config_file",
+                    "['configs/train.json','configs/paper_brats2018.json']",
+                    "--dataset_dir",
+                    str(root / "data"),
+                    "--split_file",
+                    "configs/splits/brats2018_lckd.json",
+                    "--args_file",
+                    str(root / "args.json"),
+                ],
+                cwd=BUNDLE_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=SUBPROCESS_ENV,
+            )
             output = run.stdout + run.stderr
             Path("/tmp/paper_run.log").write_text(output)
             self.assertEqual(run.returncode, 0, output[-3000:])
@@ -218,10 +244,16 @@ class TestSubmissionMode(TinyDatasetTestCase):
             root = Path(tmp)
             make_phantom_dataset(root / "cases", cases=1, spacing=8.0, layout=layout)
             tiny_checkpoint(root / "model.pt")
-            settings = {**{k: v for k, v in TINY_NETWORK.items() if k not in ("filters", "kernel_size", "strides")},
-                        "dataset_dir": str(root / "cases"), "ckpt_path": str(root / "model.pt"),
-                        "output_dir": str(root / "submission"), "submission": True, "et_min_voxels": 500,
-                        "min_component_voxels": 10, "pixdim": [8.0, 8.0, 8.0]}  # fmt: skip
+            settings = {
+                **{k: v for k, v in TINY_NETWORK.items() if k not in ("filters", "kernel_size", "strides")},
+                "dataset_dir": str(root / "cases"),
+                "ckpt_path": str(root / "model.pt"),
+                "output_dir": str(root / "submission"),
+                "submission": True,
+                "et_min_voxels": 500,
+                "min_component_voxels": 10,
+                "pixdim": [8.0, 8.0, 8.0],
+            }
             run_inference(settings, root)
             self.assertEqual(sorted(p.name for p in (root / "submission").iterdir()), [f"{case}.nii.gz"])
             source = nib.load(next((root / "cases" / case).glob("*seg.nii.gz")))

@@ -171,8 +171,10 @@ def test_regions_rebuilt_as_brats_does():
 def test_without_lesion_wise_and_bad_arguments():
     truth, prediction, spacing = CASES["slab"]
     assert set(score_label_maps(prediction, truth, spacing, "brats2023", "brats2025", lesion_wise=False)) == {
-        "dice", "hd95", "nsd"
-    }  # fmt: skip
+        "dice",
+        "hd95",
+        "nsd",
+    }
     with pytest.raises(InputError, match="scoring must be one of"):
         score_label_maps(prediction, truth, rules="brats2021")
     with pytest.raises(InputError, match="different grids"):

@@ -26,9 +26,15 @@ class TestMLflowTracking(TinyDatasetTestCase):
             work = Path(tmp)
             # model.pt = the last epoch's weights, those of the election: elect.json then re-elects the same teachers
             train(
-                self.dataset, work, mlflow=True, max_epochs=2, val_interval=1, elect_epoch=2, ckd_weight=0.2,
+                self.dataset,
+                work,
+                mlflow=True,
+                max_epochs=2,
+                val_interval=1,
+                elect_epoch=2,
+                ckd_weight=0.2,
                 select_model="last",
-            )  # fmt: skip
+            )
             after_training = {
                 "dataset_dir": str(self.dataset),
                 "ckpt_path": str(work / "models" / "model.pt"),

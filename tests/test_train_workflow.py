@@ -83,9 +83,14 @@ class TestTrainWorkflow(TinyDatasetTestCase):
     def test_patch_larger_than_the_image_is_padded(self):
         with TemporaryDirectory() as tmp:
             kept = train(
-                self.dataset, Path(tmp), keep=("validate::evaluator",), patch_size=[48, 48, 48], max_epochs=1,
-                val_interval=1, elect_epoch=1,
-            )  # fmt: skip
+                self.dataset,
+                Path(tmp),
+                keep=("validate::evaluator",),
+                patch_size=[48, 48, 48],
+                max_epochs=1,
+                val_interval=1,
+                elect_epoch=1,
+            )
             dice = kept["validate::evaluator"].state.metrics["val_mean_dice"]
             self.assertTrue(0.0 <= dice <= 1.0, dice)
 
@@ -96,9 +101,14 @@ class TestModelSelection(TinyDatasetTestCase):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
             kept = train(
-                self.dataset, work, keep=("validate::evaluator",), max_epochs=3, val_interval=1, elect_epoch=1,
+                self.dataset,
+                work,
+                keep=("validate::evaluator",),
+                max_epochs=3,
+                val_interval=1,
+                elect_epoch=1,
                 select_model=select_model,
-            )  # fmt: skip
+            )
             last = kept["validate::evaluator"].state.metrics
             latest = torch.load(work / "models" / "latest_checkpoint_epoch=3.pt", weights_only=True)
             ((priority, _),) = latest["best_checkpoint"]["_saved"]  # the best-model saver's bookkeeping

@@ -34,10 +34,22 @@ def _run_inference(settings: dict, folder: Path) -> subprocess.CompletedProcess:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps(settings))
     return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--args_file", str(folder / "args.json")],
-        cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--args_file",
+            str(folder / "args.json"),
+        ],
+        cwd=BUNDLE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=SUBPROCESS_ENV,
+    )
 
 
 class TestWrittenEqualsScored(unittest.TestCase):
@@ -47,9 +59,18 @@ class TestWrittenEqualsScored(unittest.TestCase):
         root = Path(cls.tmp.name)
         make_dataset(root / "data", cases=10, size=32, seed=7, noise=0.2)
         train(
-            root / "data", root, max_epochs=24, val_interval=24, elect_epoch=12, reelect_every=0,
-            val_fraction=0.2, test_fraction=0.2, learning_rate=0.003, lr_schedule_epochs=1000, **TRAINED,
-        )  # fmt: skip
+            root / "data",
+            root,
+            max_epochs=24,
+            val_interval=24,
+            elect_epoch=12,
+            reelect_every=0,
+            val_fraction=0.2,
+            test_fraction=0.2,
+            learning_rate=0.003,
+            lr_schedule_epochs=1000,
+            **TRAINED,
+        )
         cls.root = root
         cls.split = json.loads((root / "data" / "datalist.json").read_text())
         cls.test_cases = [item["case"] for item in cls.split["test"]]
@@ -57,16 +78,26 @@ class TestWrittenEqualsScored(unittest.TestCase):
         for case in cls.test_cases:
             shutil.copytree(root / "data" / case, root / "test_cases" / case)
         cls.inference = _run_inference(
-            {"dataset_dir": str(root / "test_cases"), "ckpt_path": str(root / "models" / "model.pt"),
-             "output_dir": str(root / "written"), "mlflow": False, "num_workers": 0},
+            {
+                "dataset_dir": str(root / "test_cases"),
+                "ckpt_path": str(root / "models" / "model.pt"),
+                "output_dir": str(root / "written"),
+                "mlflow": False,
+                "num_workers": 0,
+            },
             root / "inference",
-        )  # fmt: skip
+        )
         out = root / "eval"
         kept = run_workflow(
-            ["train.json", "evaluate.json"], dataset_dir=str(root / "data"), ckpt_path=str(root / "models" / "model.pt"),
-            output_dir=str(out), metadata_file=str(root / "metadata.json"), filters=TRAINED["filters"],
-            keep=("evaluate::evaluator",), **{k: TINY_OVERRIDES[k] for k in ("mlflow", "kernel_size", "strides", "num_workers")},
-        )  # fmt: skip
+            ["train.json", "evaluate.json"],
+            dataset_dir=str(root / "data"),
+            ckpt_path=str(root / "models" / "model.pt"),
+            output_dir=str(out),
+            metadata_file=str(root / "metadata.json"),
+            filters=TRAINED["filters"],
+            keep=("evaluate::evaluator",),
+            **{k: TINY_OVERRIDES[k] for k in ("mlflow", "kernel_size", "strides", "num_workers")},
+        )
         every = "flair+t1+t1ce+t2"
         cls.rows = {row["case"]: row for row in kept["evaluate::evaluator"].rows if row["combination"] == every}
         with open(out / "report" / "combinations.csv") as file:
@@ -122,11 +153,16 @@ class TestWrittenEqualsScored(unittest.TestCase):
 
     def test_a_disagreeing_config_key_warns_and_the_record_wins(self):
         run = _run_inference(
-            {"dataset_dir": str(self.root / "test_cases"), "ckpt_path": str(self.root / "models" / "model.pt"),
-             "output_dir": str(self.root / "written_1mm"), "pixdim": [1.0, 1.0, 1.0], "patch_size": [32, 32, 32],
-             "num_workers": 0},
+            {
+                "dataset_dir": str(self.root / "test_cases"),
+                "ckpt_path": str(self.root / "models" / "model.pt"),
+                "output_dir": str(self.root / "written_1mm"),
+                "pixdim": [1.0, 1.0, 1.0],
+                "patch_size": [32, 32, 32],
+                "num_workers": 0,
+            },
             self.root / "inference_1mm",
-        )  # fmt: skip
+        )
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
         output = run.stdout + run.stderr
         self.assertEqual(output.count("was trained with pixdim=[2.0, 2.0, 2.0], patch_size=[16, 16, 16]"), 1, output)

@@ -55,7 +55,6 @@ __all__ = ["prepare_study", "measure", "format_tables", "main"]
 logger = logging.getLogger(__name__)
 
 
-
 def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
     """Every reference's stages for one study; atlas-grid files under ``out/<reference>/<study>/``.
 
@@ -81,14 +80,18 @@ def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
             if sequence == reference:
                 continue
             registrations[sequence] = register_rigid(images[reference], images[sequence])
-            truth = sitk.CompositeTransform([drawn_transform(record, sequence).GetInverse(), drawn_transform(record, reference)])
+            truth = sitk.CompositeTransform(
+                [drawn_transform(record, sequence).GetInverse(), drawn_transform(record, reference)]
+            )
             errors = point_errors(registrations[sequence].transform, truth, points)
             result["registration_mm"][f"{sequence}->{reference}"] = float(np.median(errors))
         seconds["registration"] += time.perf_counter() - start
         start = time.perf_counter()
         brain = extract_brain(images[reference])
         seconds["brain"] += time.perf_counter() - start
-        truth_mask = sitk.Resample(truth_brain, images[reference], drawn_transform(record, reference), sitk.sitkNearestNeighbor, 0)
+        truth_mask = sitk.Resample(
+            truth_brain, images[reference], drawn_transform(record, reference), sitk.sitkNearestNeighbor, 0
+        )
         result["brain_dice"][reference] = binary_dice(
             sitk.GetArrayFromImage(brain) > 0, sitk.GetArrayFromImage(truth_mask) > 0
         )
@@ -116,9 +119,14 @@ def _link_case(target: Path, name: str, files: dict[str, Path]) -> None:
 
 
 def measure(
-    studies: int = 20, seed: int = 1000, spacing: float = 2.0, coarsen: float = 2.0, out: str | Path = "eval/clinical",
-    ckpt_path: str | Path | None = None, metadata_file: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    studies: int = 20,
+    seed: int = 1000,
+    spacing: float = 2.0,
+    coarsen: float = 2.0,
+    out: str | Path = "eval/clinical",
+    ckpt_path: str | Path | None = None,
+    metadata_file: str | Path | None = None,
+) -> dict[str, Any]:
     """Make ``studies`` studies, run every reference's stages and every combination in both arms; write
     ``out/clinical.json`` and ``out/clinical.md``. A measurement stopped part-way resumes in the same ``out``: the
     studies prepared are kept (``out/prepared/``), the runs made again.
@@ -185,13 +193,24 @@ def measure(
                     truth_image = sitk.ReadImage(str(study / "truth" / "atlas_label.nii.gz"))
                     truth, voxel = sitk.GetArrayFromImage(truth_image), truth_image.GetSpacing()[::-1]
                 dice = score_label_maps(predicted, truth, voxel, lesion_wise=False)["dice"]
-                rows.append({"study": name, "combination": label, "arm": arm,
-                             **{f"dice_{r}": float(dice[NETWORK_REGIONS.index(r)]) for r in REPORT_REGIONS}})  # fmt: skip
+                rows.append(
+                    {
+                        "study": name,
+                        "combination": label,
+                        "arm": arm,
+                        **{f"dice_{r}": float(dice[NETWORK_REGIONS.index(r)]) for r in REPORT_REGIONS},
+                    }
+                )
     table = json.loads(metadata_file.read_text()).get(EXPECTED_DICE_KEY)
     results = {
-        "studies": studies, "seed": seed, "spacing": spacing, "coarsen": coarsen, "rows": rows,
-        "prepared": prepared, "advice_table": table,
-    }  # fmt: skip
+        "studies": studies,
+        "seed": seed,
+        "spacing": spacing,
+        "coarsen": coarsen,
+        "rows": rows,
+        "prepared": prepared,
+        "advice_table": table,
+    }
     (out / "clinical.json").write_text(json.dumps(results, indent=1))
     (out / "clinical.md").write_text(format_tables(results))
     return results
@@ -225,9 +244,15 @@ def format_tables(results: dict[str, Any]) -> str:
         )
     timed = [entry for entry in prepared if entry["seconds"]["atlas"] > 0]
     if timed:
-        seconds = {stage: np.mean([entry["seconds"][stage] for entry in timed]) for stage in ("registration", "brain", "atlas")}
-        lines += ["", f"Seconds per study and reference ({len(timed)} studies timed): "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()) + "."]  # fmt: skip
+        seconds = {
+            stage: np.mean([entry["seconds"][stage] for entry in timed]) for stage in ("registration", "brain", "atlas")
+        }
+        lines += [
+            "",
+            f"Seconds per study and reference ({len(timed)} studies timed): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+            + ".",
+        ]
     lines.append("")
     lines += [
         "| combination | native WT | preprocessed WT | native TC | preprocessed TC | native ET | preprocessed ET |",
@@ -239,7 +264,9 @@ def format_tables(results: dict[str, Any]) -> str:
         cells = []
         for region in ("WT", "TC", "ET"):
             for arm in ("native", "preprocessed"):
-                mean, std = _mean_std([r[f"dice_{region}"] for r in results["rows"] if r["combination"] == label and r["arm"] == arm])
+                mean, std = _mean_std(
+                    [r[f"dice_{region}"] for r in results["rows"] if r["combination"] == label and r["arm"] == arm]
+                )
                 cells.append(f"{mean:.3f} ± {std:.3f}")
                 if arm == "native":
                     measured.setdefault(label, {})[region] = mean
@@ -253,7 +280,10 @@ def format_tables(results: dict[str, Any]) -> str:
                     continue
                 bigger = combination_name([m for m in DEFAULT_MODALITIES if m in (*combination, sequence)])
                 for region in REPORT_REGIONS:
-                    before, after = table["dice"][combination_name(combination)][region][0], table["dice"][bigger][region][0]
+                    before, after = (
+                        table["dice"][combination_name(combination)][region][0],
+                        table["dice"][bigger][region][0],
+                    )
                     if before is None or after is None:
                         continue
                     predicted.append(after - before)

@@ -148,9 +148,21 @@ def _train_federated(work: Path, sites_root: Path, overrides: Mapping[str, Any],
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(work / "simulator.log", "w") as log:
         run = subprocess.run(
-            [str(nvflare), "simulator", str(job), "-w", str(work / "workspace"), "-n", str(len(SITES)), "-t", str(len(SITES))],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                str(nvflare),
+                "simulator",
+                str(job),
+                "-w",
+                str(work / "workspace"),
+                "-n",
+                str(len(SITES)),
+                "-t",
+                str(len(SITES)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     if run.returncode != 0 or not (work / "models" / "model.pt").is_file():
         raise InputError(f"the federated run failed (exit {run.returncode}); see {work / 'simulator.log'}.")
 

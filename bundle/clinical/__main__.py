@@ -19,13 +19,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("study", help="a folder of one study's DICOM files (any names, any depth) or NIfTI files")
     parser.add_argument("--output", required=True, help="a new folder for the outputs (refused when it exists)")
     parser.add_argument("--ckpt_path", default=None, help="the model (default: <bundle_root>/models/model.pt)")
-    parser.add_argument("--metadata_file", default=None,
-                        help="the model's metadata.json: version and the Dice table the advice reads (default: configs/)")  # fmt: skip
+    parser.add_argument(
+        "--metadata_file",
+        default=None,
+        help="the model's metadata.json: version and the Dice table the advice reads (default: configs/)",
+    )
     parser.add_argument(
         "--config", default=str(CLINICAL_CONFIG), help="series rules and settings (configs/clinical.json)"
     )
-    parser.add_argument("--brain_extraction", choices=BRAIN_METHODS, default=None,
-                        help="deepbet (default) or none for series that are already skull-stripped")  # fmt: skip
+    parser.add_argument(
+        "--brain_extraction",
+        choices=BRAIN_METHODS,
+        default=None,
+        help="deepbet (default) or none for series that are already skull-stripped",
+    )
     parser.add_argument("--atlas", default=None, help="a skull-stripped T1 template (e.g. SRI-24) on the model's grid")
     parser.add_argument("--all_grids", action="store_true", help="also write the label map in every series' grid")
     args = parser.parse_args(argv)

@@ -49,9 +49,13 @@ def _hd_bet(image, threads: int | None):
     axial = sitk.DICOMOrient(image, "LPS")
     device = 0 if torch.cuda.is_available() else "cpu"
     _, mask = run_hd_bet_function(
-        sitk.GetArrayFromImage(axial), axial.GetSpacing()[::-1], mode="fast", device=device, do_tta=False,
+        sitk.GetArrayFromImage(axial),
+        axial.GetSpacing()[::-1],
+        mode="fast",
+        device=device,
+        do_tta=False,
         postprocess=True,
-    )  # fmt: skip
+    )
     result = sitk.GetImageFromArray(np.asarray(mask, np.uint8))
     result.CopyInformation(axial)
     return sitk.Resample(result, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)

@@ -27,9 +27,16 @@ SEGMENTS = (
 """(region, description, SNOMED CT concept name in pydicom's ``codes.SCT``), in segment number order."""
 
 _PATIENT_STUDY_TYPE_2 = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-    "AccessionNumber", "ReferringPhysicianName",
-)  # fmt: skip
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
 
 
 def write_dicom_seg(

@@ -74,7 +74,11 @@ def read_clinical_config(path: str | os.PathLike = CLINICAL_CONFIG) -> dict[str,
 
 
 def _study_name(study: Path | list[Path]) -> str:
-    return str(study) if isinstance(study, Path) else f"{len(study)} files under {os.path.commonpath([str(p) for p in study])}"
+    return (
+        str(study)
+        if isinstance(study, Path)
+        else f"{len(study)} files under {os.path.commonpath([str(p) for p in study])}"
+    )
 
 
 class _Stages:
@@ -93,7 +97,11 @@ class _Stages:
 
 
 def segment_cases(
-    dataset_dir: Path, output_dir: Path, ckpt_path: Path, bundle_root: Path = BUNDLE_ROOT, metadata_file: Path | None = None
+    dataset_dir: Path,
+    output_dir: Path,
+    ckpt_path: Path,
+    bundle_root: Path = BUNDLE_ROOT,
+    metadata_file: Path | None = None,
 ) -> list[Path]:
     """The bundle's configs/inference.json on the cases of ``dataset_dir``, as ``monai.bundle run`` runs it.
 
@@ -233,9 +241,21 @@ def segment_study(
                         )
         with stage("outputs", "writing NIfTI, DICOM SEG, QC images and the report"):
             summary = _write_outputs(
-                scratch, _study_name(study), ckpt_path, metadata_file, found, reference, registrations,
-                atlas_registration, on_atlas, atlas_label, native, brain, images, dicom_seg,
-            )  # fmt: skip
+                scratch,
+                _study_name(study),
+                ckpt_path,
+                metadata_file,
+                found,
+                reference,
+                registrations,
+                atlas_registration,
+                on_atlas,
+                atlas_label,
+                native,
+                brain,
+                images,
+                dicom_seg,
+            )
         summary["seconds"] = dict(stage.seconds)
         summary["seconds"]["total"] = sum(stage.seconds.values())
         markdown = report_markdown(summary)
@@ -287,9 +307,13 @@ def _write_outputs(
         write_dicom_seg(native[reference], slice_order(source), folder / "segmentation.dcm", software_version=version)
         files.append("segmentation.dcm")
     (folder / "qc_registration.png").write_bytes(
-        qc_png({s: on_atlas[s] for s in present}, None, f"Registration: each sequence on the atlas grid; cyan: "
-               f"{reference}'s outline", contour_of=on_atlas[reference])
-    )  # fmt: skip
+        qc_png(
+            {s: on_atlas[s] for s in present},
+            None,
+            f"Registration: each sequence on the atlas grid; cyan: {reference}'s outline",
+            contour_of=on_atlas[reference],
+        )
+    )
     (folder / "qc_segmentation.png").write_bytes(
         qc_png({s: on_atlas[s] for s in present}, atlas_label, "Segmentation on the atlas grid (red: tumour)")
     )

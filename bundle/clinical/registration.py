@@ -102,7 +102,10 @@ def register_rigid(fixed, moving, seed: int = 1) -> Registration:
     method.SetMetricSamplingPercentage(0.1, seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=MAX_ITERATIONS, relaxationFactor=0.6,
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=MAX_ITERATIONS,
+        relaxationFactor=0.6,
         gradientMagnitudeTolerance=1e-6,
     )
     method.SetOptimizerScalesFromPhysicalShift()
@@ -166,7 +169,9 @@ def coregister(
     if refuse_unconverged:
         for s, r in registrations.items():
             if s not in failed and r.iterations >= MAX_ITERATIONS:
-                failed[s] = f"not converged in {MAX_ITERATIONS} iterations (mutual information {r.mutual_information:.2f})"
+                failed[s] = (
+                    f"not converged in {MAX_ITERATIONS} iterations (mutual information {r.mutual_information:.2f})"
+                )
     if failed:
         names = names or {}
         listing = "; ".join(f"{names.get(s, s)}: {why}" for s, why in failed.items())

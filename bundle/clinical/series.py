@@ -125,10 +125,20 @@ def find_series(folder: str | Path | Sequence[str | Path]) -> list[Series]:
         nifti = [p for p in files if p.name.endswith((".nii", ".nii.gz"))]
         if nifti:
             return [
-                Series(uid=str(path), number=number, description=path.name.split(".nii")[0], protocol="",
-                       modality="MR", sop_class="", image_type=(), contrast_agent="", files=[path], nifti=True)
+                Series(
+                    uid=str(path),
+                    number=number,
+                    description=path.name.split(".nii")[0],
+                    protocol="",
+                    modality="MR",
+                    sop_class="",
+                    image_type=(),
+                    contrast_agent="",
+                    files=[path],
+                    nifti=True,
+                )
                 for number, path in enumerate(nifti, start=1)
-            ]  # fmt: skip
+            ]
         raise InputError(
             f"{folder} holds no DICOM or NIfTI file (searched every file below it); give a study's folder."
         )

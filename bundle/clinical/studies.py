@@ -41,12 +41,20 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 """How each sequence is acquired: plane, voxel size (in-plane row and column, slice) in mm, TR/TE/TI in ms."""
 
 VENDORS: dict[str, dict[str, str]] = {
-    "SIEMENS": {"flair": "t2_tirm_tra_dark-fluid", "t1": "t1_mprage_sag_p2_iso", "t1ce": "t1_mprage_tra_p2_iso_KM",
-                "t2": "t2_tse_cor"},
-    "GE MEDICAL SYSTEMS": {"flair": "AX T2 FLAIR", "t1": "SAG 3D T1 BRAVO", "t1ce": "AX 3D T1 BRAVO POST GAD",
-                           "t2": "COR T2 FSE"},
+    "SIEMENS": {
+        "flair": "t2_tirm_tra_dark-fluid",
+        "t1": "t1_mprage_sag_p2_iso",
+        "t1ce": "t1_mprage_tra_p2_iso_KM",
+        "t2": "t2_tse_cor",
+    },
+    "GE MEDICAL SYSTEMS": {
+        "flair": "AX T2 FLAIR",
+        "t1": "SAG 3D T1 BRAVO",
+        "t1ce": "AX 3D T1 BRAVO POST GAD",
+        "t2": "COR T2 FSE",
+    },
     "Philips": {"flair": "FLAIR_AX", "t1": "3D_T1W_TFE_SAG", "t1ce": "3D_T1W_TFE_AX +C", "t2": "T2W_TSE_COR"},
-}  # fmt: skip
+}
 """Series descriptions in each vendor's style; a study takes one vendor."""
 
 HEAD_CONTRAST: dict[str, dict[str, float]] = {

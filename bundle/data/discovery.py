@@ -355,8 +355,10 @@ def _overlap_problem(datalist: dict[str, list[dict]], path: Path, allow_overlap:
                 f"{message}: the model would be scored and its teachers elected on cases it trained on. Choose disjoint "
                 "lists with split_lists, or set allow_split_overlap true for the paper's train_all setting."
             )
-        logger.warning(f"{message}; allowed by allow_split_overlap (the paper's train_all setting): its {split} scores "
-                       "are not held-out scores.")  # fmt: skip
+        logger.warning(
+            f"{message}; allowed by allow_split_overlap (the paper's train_all setting): its {split} scores "
+            "are not held-out scores."
+        )
 
 
 def split_from_file(

@@ -261,8 +261,11 @@ def combine_site_elections(
     for region in REPORT_REGIONS:
         r = NETWORK_REGIONS.index(region)
         cases_table[region] = {
-            m: {**{site: int(c[kind_of[r]][n, r]) for site, c in per_site.items()}, "total": int(count[n, r]),
-                "paired": kind_of[r] == "paired"}
+            m: {
+                **{site: int(c[kind_of[r]][n, r]) for site, c in per_site.items()},
+                "total": int(count[n, r]),
+                "paired": kind_of[r] == "paired",
+            }
             for n, m in enumerate(modalities)
-        }  # fmt: skip
+        }
     return teachers, table, cases_table
