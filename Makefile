@@ -10,8 +10,9 @@ CPY := $(CLIENTS_VENV)/bin/python
 CLIENTS_INSTALLED := $(CLIENTS_VENV)/.installed
 CLIENT_TESTS := tests/test_monailabel.py tests/test_deploy.py
 SITE_PACKAGES := import sysconfig; print(sysconfig.get_paths()['purelib'])
-# torch is pinned before anything else so that pip never pulls a CUDA build as a dependency.
-TORCH_SPEC ?= torch==2.13.0
+# torch is pinned before anything else so that pip never pulls a CUDA build as a dependency: to the version
+# configs/metadata.json records (model-zoo's pytorch_version), so that the two never disagree.
+TORCH_SPEC ?= torch==$(shell $(PYTHON) -c "import json; print(json.load(open('configs/metadata.json'))['pytorch_version'])")
 # MONAI Label and MONAI Deploy, without their GPU dependencies (see the clients extra in pyproject.toml);
 # MONAI itself again, so that monai.deploy lands inside the clients environment's own monai package.
 MONAI_SPEC := $(shell grep -o 'monai==[0-9.]*' pyproject.toml)
@@ -59,6 +60,7 @@ demo: $(INSTALLED)
 # spend seconds importing on one core, which the other worker's tests then use
 test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(VENV)/bin/ruff check bundle tests scripts
+	$(VENV)/bin/ruff format --check bundle tests scripts
 	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 

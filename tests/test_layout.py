@@ -1,13 +1,18 @@
-"""The package's shape: no import cycle among its modules, and README's Layout section names every room."""
+"""The project's shape: no import cycle among the package's modules, README's Layout section names every room, and
+each version is written in one place (or, where a tool needs a literal, agrees with it)."""
 
 from __future__ import annotations
 
 import ast
 import graphlib
+import json
 import re
+from importlib.metadata import version
 
 import pytest
+import tomllib
 
+import bundle
 from bundle import BUNDLE_ROOT
 
 PACKAGE = BUNDLE_ROOT / "bundle"
@@ -63,3 +68,17 @@ def _layout_section() -> str:
 )
 def test_the_readme_layout_names_every_module_script_and_config(entry):
     assert re.search(rf"(?<![\w/]){re.escape(entry)}", _layout_section()), f"README's Layout section misses {entry}"
+
+
+def test_versions_agree_with_their_one_source():
+    metadata = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
+    project = tomllib.loads((BUNDLE_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["dynamic"] == ["version"] and version("lckd-brats-bundle") == bundle.__version__
+    pins = dict(re.match(r"([\w.-]+)==([\w.]+)$", spec).groups() for spec in project["dependencies"] if "==" in spec)
+    assert metadata["monai_version"] == pins["monai"], "metadata.json's monai_version is not pyproject's monai pin"
+    assert "pytorch_version" in (BUNDLE_ROOT / "Makefile").read_text(), (
+        "the Makefile no longer pins torch from metadata.json"
+    )
+    test_extra = dict(spec.split("==") for spec in project["optional-dependencies"]["test"] if "==" in spec)
+    hooks = (BUNDLE_ROOT / ".pre-commit-config.yaml").read_text()
+    assert hooks.count(f'"ruff=={test_extra["ruff"]}"') == 2, "pre-commit's ruff is not the test extra's"
