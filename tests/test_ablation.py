@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bundle.analysis import ablate, parse_change, read_case_rows
 from bundle.conventions import REPORT_REGIONS
-from tests.conftest import TINY_OVERRIDES, TinyDatasetTestCase
+from tests.helpers import TINY_OVERRIDES, TinyDatasetTestCase
 
 
 class TestAblation(TinyDatasetTestCase):

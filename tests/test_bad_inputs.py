@@ -37,7 +37,7 @@ from bundle.metrics.combinations import case_combination_metrics
 from bundle.networks import LCKDNet
 from bundle.settings import check_settings, check_writable
 from bundle.transforms import PredictionToLabelsd, StackModalitiesd
-from tests.conftest import BUNDLE_ROOT, NETWORK_KEYS
+from tests.helpers import BUNDLE_ROOT, NETWORK_KEYS
 
 SIZE = 16
 CASE = "SYNTH_0000"

@@ -13,7 +13,7 @@ import numpy as np
 from monai.bundle import verify_net_in_out
 
 from bundle.networks import read_record
-from tests.conftest import (
+from tests.helpers import (
     CONFIGS,
     NETWORK_KEYS,
     TINY_NETWORK,

@@ -20,7 +20,7 @@ from bundle.data import cache_mode, cache_size, cached_dataset, load_datalist
 from bundle.data.caching import CompactPersistentDataset
 from bundle.errors import InputError
 from bundle.memory import CACHED_BYTES_PER_VOXEL
-from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase
+from tests.helpers import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase
 
 
 def _train_config(dataset: Path, output_dir: str, **overrides) -> ConfigParser:

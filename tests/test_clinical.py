@@ -31,7 +31,7 @@ from bundle.errors import InputError
 from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import binary_dice
 from bundle.packaging import file_sha256
-from tests.conftest import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, fresh_metadata, run_inference, tiny_checkpoint
+from tests.helpers import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, fresh_metadata, run_inference, tiny_checkpoint
 
 RULES = json.loads((CONFIGS / "clinical.json").read_text())["series_rules"]
 

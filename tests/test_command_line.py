@@ -20,7 +20,7 @@ from tempfile import TemporaryDirectory
 import torch
 
 from bundle.networks import read_record
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     SUBPROCESS_ENV,
     TINY_OVERRIDES,

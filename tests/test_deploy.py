@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from bundle.networks import PREPROCESSING_DEFAULTS
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     NETWORK_KEYS,
     SUBPROCESS_ENV,

@@ -17,7 +17,7 @@ from parameterized import parameterized
 from bundle.conventions import case_name, file_stem
 from bundle.data import discover_cases, load_datalist, make_dataset, split_cases
 from bundle.errors import InputError
-from tests.conftest import BUNDLE_ROOT, stacked_case
+from tests.helpers import BUNDLE_ROOT, stacked_case
 
 BRATS2023_NAMES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import tiny_checkpoint, tiny_torchscript
+from tests.helpers import tiny_checkpoint, tiny_torchscript
 
 
 class TestCheckpointExport(unittest.TestCase):

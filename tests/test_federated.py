@@ -26,7 +26,7 @@ from bundle.federated.job import JOB_DIR, configure_job, job_settings
 from bundle.federated.site import LCKDSite
 from bundle.metrics.election import site_election_summary
 from bundle.networks import LCKDNet, read_record
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     NETWORK_KEYS,
     SUBPROCESS_ENV,

@@ -8,7 +8,7 @@ from parameterized import parameterized
 
 from bundle.networks import LCKDNet
 from bundle.settings import flag
-from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_NETWORK
+from tests.helpers import BUNDLE_ROOT, CONFIGS, TINY_NETWORK
 
 TINY = {k: v for k, v in TINY_NETWORK.items() if k != "mlflow"}
 

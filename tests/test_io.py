@@ -16,7 +16,7 @@ import numpy as np
 from bundle.errors import InputError
 from bundle.io import atomic_save_nifti, lock_folder, publish_files, unreadable_reason
 from bundle.reports.tables import summarize_combinations, write_combination_reports
-from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, locked_by_another_process
+from tests.helpers import BUNDLE_ROOT, SUBPROCESS_ENV, locked_by_another_process
 
 
 class TestUnreadableReason(unittest.TestCase):

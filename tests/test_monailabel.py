@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from bundle.networks import CaseMaskInferer
-from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow, stacked_case
+from tests.helpers import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow, stacked_case
 
 
 def stand_in_torchvision() -> None:

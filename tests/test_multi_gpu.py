@@ -10,7 +10,7 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from tests.conftest import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
+from tests.helpers import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
 
 # a test-only extension: each process writes the teacher set it trains with
 PROBE = {

@@ -18,7 +18,7 @@ import yaml
 
 from bundle.errors import InputError
 from bundle.packaging import bump_version, file_sha256
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     NETWORK_KEYS,
     SUBPROCESS_ENV,

@@ -20,7 +20,7 @@ from bundle.data import load_datalist, make_dataset
 from bundle.data.discovery import split_from_file
 from bundle.data.phantoms import make_phantom_dataset
 from bundle.errors import InputError, InputFileError
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     CONFIGS,
     SUBPROCESS_ENV,

@@ -18,7 +18,7 @@ from bundle.errors import input_error_of
 from bundle.handlers import latest_checkpoint
 from bundle.io import atomic_write, load_checkpoint, read_json
 from bundle.networks import read_record
-from tests.conftest import (
+from tests.helpers import (
     BUNDLE_ROOT,
     SUBPROCESS_ENV,
     TINY_OVERRIDES,

@@ -12,7 +12,7 @@ from parameterized import parameterized
 
 from bundle.errors import InputError
 from bundle.settings import check_command_line, check_settings, rules
-from tests.conftest import CONFIGS
+from tests.helpers import CONFIGS
 
 GOOD = {
     "modalities": ["flair", "t1", "t1ce", "t2"],

@@ -6,7 +6,7 @@ from tempfile import TemporaryDirectory
 import mlflow
 from monai.utils import path_to_sqlite_uri
 
-from tests.conftest import TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
+from tests.helpers import TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
 from tests.test_train_workflow import train
 
 

@@ -11,7 +11,7 @@ from parameterized import parameterized
 from bundle.errors import input_error_of
 from bundle.networks import read_record
 from bundle.reports import format_teachers
-from tests.conftest import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow
+from tests.helpers import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow
 
 
 def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:

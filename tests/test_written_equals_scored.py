@@ -24,7 +24,7 @@ from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import score_label_maps
 from bundle.networks import read_record
 from bundle.packaging import file_sha256
-from tests.conftest import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, run_workflow
+from tests.helpers import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, run_workflow
 from tests.test_train_workflow import train
 
 TRAINED = {"pixdim": [2.0, 2.0, 2.0], "patch_size": [16, 16, 16], "filters": [8, 16, 32, 64]}
