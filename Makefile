@@ -50,7 +50,7 @@ $(CLIENTS_INSTALLED): $(INSTALLED)
 
 demo: $(INSTALLED)
 	@start=$$(date +%s); \
-	rm -rf $(DEMO_DATA) && $(PY) scripts/make_phantoms.py --out $(DEMO_DATA) --cases 40 --spacing 3 --seed 0 && \
+	rm -rf $(DEMO_DATA) && $(VENV)/bin/lckd-make-phantoms --out $(DEMO_DATA) --cases 40 --spacing 3 --seed 0 && \
 	$(PY) -m monai.bundle run --config_file $(DEMO_CONFIGS) $(DEMO_ARGS) --val_interval 25 && \
 	$(PY) -m monai.bundle run --config_file $(EVAL_CONFIGS) $(DEMO_ARGS) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; heatmap: eval/report/combinations.png, table: eval/report/summary.md;" \
@@ -65,9 +65,9 @@ test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 
 # make package VERSION=0.2.0 CHANGE="what changed" KEY=keys/site-a.key [SCHEMA=meta_schema_20240725.json]:
-# dist/lckd_brats_<VERSION>.zip, signed with KEY (make one: python scripts/package_bundle.py keygen --out keys/site-a)
+# dist/lckd_brats_<VERSION>.zip, signed with KEY (make one: lckd-package keygen --out keys/site-a)
 package: $(INSTALLED)
-	$(PY) scripts/package_bundle.py pack --version "$(VERSION)" --change "$(CHANGE)" --key "$(KEY)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
+	$(VENV)/bin/lckd-package pack --version "$(VERSION)" --change "$(CHANGE)" --key "$(KEY)" --out dist $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 clean:
 	rm -rf eval mlruns models/*.pt models/*.ts models/set_aside_* $(DEMO_DATA)

@@ -194,7 +194,7 @@ def pack(
     partial.unlink(missing_ok=True)
     if not Path(key).is_file():
         raise InputError(
-            f"the signing key {key} does not exist; make one with `python scripts/package_bundle.py keygen --out "
+            f"the signing key {key} does not exist; make one with `lckd-package keygen --out "
             "keys/<your name>` and give its .key file to --key (KEY= for make package)."
         )
     previous = metadata_file.read_bytes()
@@ -318,7 +318,7 @@ def verify_package(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python scripts/package_bundle.py pack --version 0.2.0 --change "..."`` / ``verify PACKAGE --into DIR``."""
+    """``lckd-package pack --version 0.2.0 --change "..."`` / ``verify PACKAGE --into DIR``."""
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -351,3 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             json.dumps({"fingerprint": make_key(f"{args.out}.key", f"{args.out}.pub"), "public_key": f"{args.out}.pub"})
         )
+
+
+if __name__ == "__main__":
+    main()

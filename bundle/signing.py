@@ -5,7 +5,7 @@ fingerprint; ``MANIFEST.sig`` is the publisher's ed25519 signature of that manif
 of public keys (its trust list); a package verifies only when a trusted key made its signature and every file
 matches its listed hash, with no file unlisted. The unpacked folder keeps the manifest, the signature and the
 public key that verified them (``TRUSTED_KEY``), and :func:`check_unchanged` re-hashes its configs and code before a
-workflow parses them. Keys are made offline with ``python scripts/package_bundle.py keygen`` (``cryptography``'s
+workflow parses them. Keys are made offline with ``lckd-package keygen`` (``cryptography``'s
 ed25519, PEM files).
 """
 
@@ -92,10 +92,10 @@ def _private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as error:
         raise InputError(
-            f"{path} is not a readable private key ({error}); make one with `python scripts/package_bundle.py keygen`."
+            f"{path} is not a readable private key ({error}); make one with `lckd-package keygen`."
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"{path} is not an ed25519 key; make one with `python scripts/package_bundle.py keygen`.")
+        raise InputError(f"{path} is not an ed25519 key; make one with `lckd-package keygen`.")
     return key
 
 
@@ -138,7 +138,7 @@ def _manifest(folder: Path, name: str) -> tuple[bytes, dict[str, Any]]:
     if not path.is_file() or not (folder / SIGNATURE).is_file():
         raise InputError(
             f"{name} has no {MANIFEST} and {SIGNATURE}: it is not a signed package. Ask its sender to pack it with "
-            "their key (python scripts/package_bundle.py pack --key ...)."
+            "their key (lckd-package pack --key ...)."
         )
     content = path.read_bytes()
     try:

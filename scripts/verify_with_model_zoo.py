@@ -1,4 +1,4 @@
-"""Run model-zoo's own CI check (``ci/verify_bundle.py``) on a package made by ``scripts/package_bundle.py``.
+"""Run model-zoo's own CI check (``ci/verify_bundle.py``) on a package made by ``lckd-package``.
 
     python scripts/verify_with_model_zoo.py --package dist/lckd_brats_0.2.0.zip --trusted-keys keys/site-a.pub \\
         --model-zoo /path/to/Project-MONAI/model-zoo --schema /path/to/meta_schema_20240725.json
@@ -30,7 +30,7 @@ BUNDLE_NAME = "lckd_brats"
 def main() -> None:
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--package", required=True, help="a zip made by scripts/package_bundle.py pack")
+    parser.add_argument("--package", required=True, help="a zip made by lckd-package pack")
     parser.add_argument(
         "--trusted-keys", nargs="+", required=True, help="public keys of the publishers this site trusts"
     )

@@ -356,7 +356,7 @@ def _one_line_error(run: subprocess.CompletedProcess) -> str:
 
 def _clinical(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bundle.clinical", *args],
+        [str(Path(sys.executable).parent / "lckd-clinical"), *args],
         cwd=BUNDLE_ROOT,
         capture_output=True,
         text=True,
@@ -366,7 +366,7 @@ def _clinical(*args: str) -> subprocess.CompletedProcess:
 
 
 class TestClinicalCommand(unittest.TestCase):
-    """``python -m bundle.clinical`` on a DICOM study of three sequences (T1 missing), with an untrained tiny model:
+    """``lckd-clinical`` (the entry point README uses) on a DICOM study of three sequences (T1 missing), with an untrained tiny model:
     what it writes, that the files agree with each other and with the source series, and the bad inputs."""
 
     @classmethod

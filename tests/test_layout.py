@@ -10,10 +10,11 @@ import re
 from importlib.metadata import version
 
 import pytest
-import tomllib
 
 import bundle
 from bundle import BUNDLE_ROOT
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the development environment has it
 
 PACKAGE = BUNDLE_ROOT / "bundle"
 
@@ -82,3 +83,9 @@ def test_versions_agree_with_their_one_source():
     test_extra = dict(spec.split("==") for spec in project["optional-dependencies"]["test"] if "==" in spec)
     hooks = (BUNDLE_ROOT / ".pre-commit-config.yaml").read_text()
     assert hooks.count(f'"ruff=={test_extra["ruff"]}"') == 2, "pre-commit's ruff is not the test extra's"
+
+
+def test_the_readme_layout_names_every_command():
+    scripts = tomllib.loads((BUNDLE_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    missing = [name for name in scripts if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", _layout_section())]
+    assert not missing, f"README's Layout section misses the commands {missing}"

@@ -29,7 +29,7 @@ from tests.helpers import (
     tiny_checkpoint,
 )
 
-PACK = [sys.executable, str(BUNDLE_ROOT / "scripts" / "package_bundle.py")]
+PACK = [str(Path(sys.executable).parent / "lckd-package")]
 
 
 def _command(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -224,7 +224,7 @@ def ablate(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python scripts/ablate.py --dataset_dir DIR [--change ckd_weight=0] [--config configs/demo.json]``."""
+    """Command line: ``lckd-ablate --dataset_dir DIR [--change ckd_weight=0] [--config configs/demo.json]``."""
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", required=True)
@@ -251,3 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if path.suffix == ".md":
             print(path.read_text(encoding="utf-8"))
     print("reports: " + ", ".join(str(p) for p in result["paths"].values()))
+
+
+if __name__ == "__main__":
+    main()

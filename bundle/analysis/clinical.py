@@ -10,7 +10,7 @@ label maps go back to the reference's grid and are scored against the truth draw
 the same model the same cases as BraTS distributes them (skull-stripped, on the atlas grid, from the truth) and scores
 on that grid. Both arms use :func:`bundle.metrics.score_label_maps` (Dice, brats2025 rules).
 
-Run: ``python scripts/measure_clinical.py --studies 20 --out eval/clinical``.
+Run: ``lckd-measure-clinical --studies 20 --out eval/clinical``.
 """
 
 from __future__ import annotations
@@ -315,3 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     results = measure(args.studies, args.seed, args.spacing, args.coarsen, args.out, args.ckpt_path, args.metadata_file)
     print(format_tables(results))
+
+
+if __name__ == "__main__":
+    main()

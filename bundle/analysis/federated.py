@@ -240,7 +240,7 @@ def format_comparison(arms: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python scripts/federated_simulation.py --output_dir eval/federated``."""
+    """Command line: ``lckd-federated-simulation --output_dir eval/federated``."""
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="eval/federated")

@@ -175,7 +175,7 @@ def run_sweep(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python scripts/mfh_experiment.py --out mfh [--fractions 0 0.5 1] [--max-epochs 30]``."""
+    """Command line: ``lckd-mfh --out mfh [--fractions 0 0.5 1] [--max-epochs 30]``."""
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="mfh", help="folder for the datasets, runs and the report")
@@ -197,3 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = run_sweep(args.out, args.fractions, args.cases, args.size, args.seed, settings)
     print(_markdown(rows))
     print(f"plot: {Path(args.out) / 'mfh_gain.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""``python -m bundle.clinical <study folder> --output <folder>``: one study from DICOM (or NIfTI) to label maps in
+"""``lckd-clinical <study folder> --output <folder>`` (or ``python -m bundle.clinical``): one study from DICOM (or NIfTI) to label maps in
 its own space, a DICOM SEG, QC images and a report (:func:`bundle.clinical.pipeline.segment_study`)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bundle.clinical", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lckd-clinical", description=__doc__)
     parser.add_argument("study", help="a folder of one study's DICOM files (any names, any depth) or NIfTI files")
     parser.add_argument("--output", required=True, help="a new folder for the outputs (refused when it exists)")
     parser.add_argument("--ckpt_path", default=None, help="the model (default: <bundle_root>/models/model.pt)")

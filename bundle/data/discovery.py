@@ -108,14 +108,14 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
     if not root.is_dir():
         raise InputFileError(
             f"dataset_dir {root} does not exist; point --dataset_dir at a BraTS-style dataset folder, "
-            f"or make one with `python scripts/make_synthetic.py --out {root}`."
+            f"or make one with `lckd-make-synthetic --out {root}`."
         )
     if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
         return MSD
     if not any(root.iterdir()):
         raise InputError(
             f"dataset_dir {root} is empty; copy a BraTS-style dataset there (one folder per case) or make one with "
-            f"`python scripts/make_synthetic.py --out {root}`."
+            f"`lckd-make-synthetic --out {root}`."
         )
     case_dirs = [folder for folder, _ in case_folders(root, modalities)]
     counts = {

@@ -309,7 +309,7 @@ def save_preview(images: Mapping[str, np.ndarray], label: np.ndarray, path: str 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python scripts/make_phantoms.py --out data/phantoms --cases 20 [--spacing 2] [--layout msd] [--png f.png]``."""
+    """Command line: ``lckd-make-phantoms --out data/phantoms --cases 20 [--spacing 2] [--layout msd] [--png f.png]``."""
     install_excepthook()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
@@ -325,3 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.png:
         images, label, _ = make_phantom(np.random.default_rng([args.seed, 0]), args.spacing)
         logger.info(f"preview: {save_preview(images, label, args.png)}")
+
+
+if __name__ == "__main__":
+    main()

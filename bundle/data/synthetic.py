@@ -215,7 +215,7 @@ def make_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python scripts/make_synthetic.py --out DIR --cases N --size S --seed K``."""
+    """Command line: ``lckd-make-synthetic --out DIR --cases N --size S --seed K``."""
     install_excepthook()
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
