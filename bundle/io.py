@@ -1,13 +1,12 @@
 """File I/O of the bundle: atomic writes (a reader never sees a half-written file, and a failed write keeps the
-old one), JSON and checkpoint reading with errors that name the file, and what makes a path unreadable."""
+old one), JSON reading with errors that name the file, and what makes a path unreadable (the model file has its
+own module, :mod:`bundle.networks.model_file`)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
-import pickle
-import re
 import shutil
 import stat
 import tempfile
@@ -16,10 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
-from bundle.distributed import unwrap
-from bundle.errors import InputError, InputFileError, brief
+from bundle.errors import InputError, InputFileError
 
 __all__ = [
     "unreadable_reason",
@@ -32,11 +28,6 @@ __all__ = [
     "publish_files",
     "read_json",
     "file_signature",
-    "load_checkpoint",
-    "load_network",
-    "state_differences",
-    "mismatch_error",
-    "save_weights",
 ]
 
 
@@ -254,102 +245,3 @@ def file_signature(path: str | os.PathLike) -> str:
     set back."""
     info = os.stat(path)
     return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}:{info.st_ctime_ns}"
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``: a file holding Python code is refused, never run.
-
-    Raises:
-        FileNotFoundError: when ``path`` does not exist, saying how to make one.
-        ValueError: when the file is not a readable checkpoint, or holds objects other than weights.
-    """
-    reason = unreadable_reason(path)
-    if reason == "absent":
-        raise InputFileError(
-            f"checkpoint {path} does not exist; train first (python -m monai.bundle run --config_file configs/train.json) "
-            "or point --ckpt_path at a trained model.pt."
-        )
-    if reason:
-        raise InputError(f"checkpoint {path} is {reason}; point --ckpt_path at a trained model.pt.")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        message = str(error)
-        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in message:
-            # PyTorch's own message suggests weights_only=False, which would run what the file holds: never repeat it
-            found = re.search(r"GLOBAL ([\w.]+)", message)
-            raise InputError(
-                f"{path} holds Python objects other than weights ({found.group(1) if found else 'unknown code'}) and "
-                "was refused unread: loading it could run code. Use a checkpoint this bundle wrote, from a source you trust."
-            ) from None
-        raise InputError(
-            f"{path} is not a readable PyTorch checkpoint ({brief(error)}); "
-            "it is truncated or not a checkpoint: copy it again or train anew."
-        ) from None
-    if not isinstance(checkpoint, dict):
-        raise InputError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
-    return checkpoint
-
-
-def load_network(network: Any, path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load the weights of ``path`` (``{"model": state_dict, ...}`` or a bare state dict) into ``network``.
-
-    Returns:
-        The whole checkpoint, so callers can read its other entries (e.g. the teacher set ``"lckd"``).
-
-    Raises:
-        ValueError: when the weights do not fit the network (other modalities, filters or levels).
-    """
-    checkpoint = load_checkpoint(path, map_location)
-    state = checkpoint.get("model", checkpoint)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError:
-        raise mismatch_error(path, network.state_dict(), state) from None
-    return checkpoint
-
-
-def state_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    """``(missing, unexpected, reshaped)`` entries of a state dict ``found`` against a network's ``expected``.
-
-    A network's record (``_extra_state``) is compared by presence only: its length follows the teacher set.
-    """
-
-    def shape(key: str, value: Any) -> tuple:
-        return () if key.endswith("_extra_state") else tuple(value.shape)
-
-    missing = [key for key in expected if key not in found]
-    unexpected = [key for key in found if key not in expected]
-    reshaped = [key for key in expected if key in found and shape(key, expected[key]) != shape(key, found[key])]
-    return missing, unexpected, reshaped
-
-
-def mismatch_error(path: str | os.PathLike, expected: Mapping[str, Any], found: Mapping[str, Any]) -> InputError:
-    """The error for weights ``found`` in ``path`` that do not fit a network's state dict ``expected``."""
-    missing, unexpected, reshaped = state_differences(expected, found)
-    example = ""
-    if reshaped:
-        key = reshaped[0]
-        example = f" (e.g. {key}: {list(found[key].shape)} in the file, {list(expected[key].shape)} here)"
-    elif missing or unexpected:
-        example = f" (e.g. {(missing or unexpected)[0]})"
-    return InputError(
-        f"{path} does not fit the network: {len(missing)} weights missing, {len(unexpected)} unexpected and "
-        f"{len(reshaped)} of another shape{example}. It was trained with other modalities, filters, kernel_size or "
-        "strides: pass the values used in training."
-    )
-
-
-def save_weights(network: Any, path: str | os.PathLike) -> None:
-    """Write ``network``'s ``state_dict`` (with its record) into ``path`` atomically.
-
-    A plain ``state_dict`` file (``models/model.pt``) is replaced; in a training checkpoint only its
-    ``"model"`` entry is, the optimizer and trainer state are kept.
-    """
-    state = unwrap(network).state_dict()
-    checkpoint = load_checkpoint(path) if unreadable_reason(path) != "absent" else {}
-    if "model" in checkpoint:
-        checkpoint["model"] = state
-    else:
-        checkpoint = state
-    atomic_write(path, lambda file: torch.save(checkpoint, file))

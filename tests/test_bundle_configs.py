@@ -13,6 +13,7 @@ import numpy as np
 from monai.bundle import verify_net_in_out
 
 from bundle.networks import read_record
+from bundle.networks.model_file import DISK_READS
 from tests.helpers import (
     CONFIGS,
     NETWORK_KEYS,
@@ -83,6 +84,7 @@ class TestInferenceWorkflow(TinyDatasetTestCase):
                 output_dir=str(Path(tmp) / "out"),
                 **TINY_NETWORK,
             )
+            self.assertEqual(DISK_READS[str(ckpt.resolve())], 1)  # record, preprocessing and weights: one read
             outputs = sorted((Path(tmp) / "out").glob("*.nii.gz"))
             self.assertEqual(len(outputs), 8)
             # SYNTH_0001 lacks t1 and t2: segmented from flair and t1ce, in the flair file's space
@@ -129,6 +131,7 @@ class TestElectWorkflow(TinyDatasetTestCase):
                 resamples=20,
                 **WITHOUT_NETWORK_KEYS,  # the network is rebuilt from the checkpoint's record
             )
+            self.assertEqual(DISK_READS[str(ckpt.resolve())], 1)  # read once; the new teachers written back
             block = json.loads(metadata.read_text())["lckd"]
             self.assertEqual(set(block["teachers"]), {"ET", "TC", "WT"})
             self.assertEqual(block["modalities"], ["flair", "t1", "t1ce", "t2"])
@@ -154,6 +157,7 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
                 test_fraction=0.2,
                 **WITHOUT_NETWORK_KEYS,  # the network is rebuilt from the checkpoint's record
             )
+            self.assertEqual(DISK_READS[str(ckpt.resolve())], 1)  # record, teachers, weights and hash: one read
             self.assertTrue((out / "report").is_symlink())
             out = out / "report"
             with open(out / "combinations.csv") as file:

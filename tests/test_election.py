@@ -22,7 +22,7 @@ from bundle.metrics import (
     site_election_summary,
     undecided_regions,
 )
-from bundle.networks import LCKDNet
+from bundle.networks import LCKDNet, record_election
 from bundle.reports import format_election
 
 MODALITIES = ["flair", "t1", "t1ce", "t2"]
@@ -238,6 +238,7 @@ class OracleNet(torch.nn.Module):
         super().__init__()
         self.regions = torch.as_tensor(label_regions(label), dtype=torch.float32)[None]
         self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.record = {"teachers": None, "federated": None}  # as LCKDNet's: an election writes its teachers here
 
     def forward(self, x, mask):
         good = torch.stack([mask[:, 2], mask[:, 0], mask[:, 2]], dim=1)[:, :, None, None, None]
@@ -312,7 +313,9 @@ class TestElectionHandler(unittest.TestCase):
             self.assertEqual(block["last_election"]["teachers"], second["teachers"])
             self.assertEqual(handler.model_teachers, first["teachers"])
             state = handler.state_dict()  # a resumed run knows both
-            resumed = ElectionHandler(OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES)
+            network = OracleNet(self.label)
+            network.record.update(handler.network.record)  # the checkpoint's weights, loaded before the election
+            resumed = ElectionHandler(network, self.loader, SimpleInferer(), MODALITIES)
             resumed.load_state_dict(state)
             self.assertEqual((resumed.teachers, resumed.model_teachers), (second["teachers"], first["teachers"]))
 
@@ -342,12 +345,18 @@ class TestElectionHandler(unittest.TestCase):
             OracleNet(self.label), self.loader, SimpleInferer(), MODALITIES, loss=loss, resamples=0
         )
         handler.elect(epoch=1)
+        trained = LCKDNet(filters=(4, 8, 16, 32))
+        record_election(trained, handler.result)  # what an election does to the trainer's network
         with TemporaryDirectory() as tmp:
             path = Path(tmp) / "ckpt.pt"
-            torch.save({"lckd": handler.state_dict()}, path)
-            restored_loss = LCKDLoss(MODALITIES)
-            restored = ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, loss=restored_loss)
-            restored.load_state_dict(torch.load(path, weights_only=True)["lckd"])
+            torch.save({"model": trained.state_dict(), "lckd": handler.state_dict()}, path)
+            checkpoint = torch.load(path, weights_only=True)
+        self.assertNotIn("teachers", checkpoint["lckd"])  # one copy per file: the weights' record holds it
+        network = LCKDNet(filters=(4, 8, 16, 32))
+        network.load_state_dict(checkpoint["model"])  # the network first, as in train.json's save_dict
+        restored_loss = LCKDLoss(MODALITIES)
+        restored = ElectionHandler(network, [], SimpleInferer(), MODALITIES, loss=restored_loss)
+        restored.load_state_dict(checkpoint["lckd"])
         self.assertEqual(restored.teachers, handler.teachers)
         self.assertEqual(restored_loss.teachers, handler.teachers)
         self.assertEqual(restored_loss.teacher_index.tolist(), [0, 2])

@@ -37,6 +37,7 @@ def parsed(config: str, key: str, value: str, item: str):
     parser.read_config([str(CONFIGS / name) for name in (["train.json"] if config in overrides else []) + [config]])
     # no trained model: network_def is built from the config keys, not from a model.pt a demo left in the checkout
     parser.update({**TINY, "bundle_root": str(BUNDLE_ROOT), "ckpt_path": "/nonexistent/model.pt", key: value})
+    parser["network"] = "$@network_def"  # untrained: the workflows that load model.pt into it would need one
     if item.endswith("]"):
         handlers, target = item[:-1].split("[")
         index = next(i for i, h in enumerate(parser[handlers]) if h["_target_"].endswith(target))

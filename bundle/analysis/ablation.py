@@ -26,8 +26,8 @@ from bundle.analysis.alignment import alignment_table, bottleneck_samples
 from bundle.analysis.efficacy import average_seeds, compare_runs, read_case_rows, write_efficacy_reports
 from bundle.conventions import DEFAULT_MODALITIES, REPORT_REGIONS
 from bundle.errors import InputError, install_excepthook
-from bundle.io import load_network, write_files
-from bundle.networks import recorded_teachers
+from bundle.io import write_files
+from bundle.networks import load_network, recorded_teachers
 from bundle.reports.tables import csv_bytes
 
 __all__ = ["EVALUATE", "parse_change", "run_bundle", "ablate", "main"]

@@ -289,7 +289,7 @@ def _write_outputs(
     import SimpleITK as sitk
 
     from bundle.clinical.dicom_seg import write_dicom_seg
-    from bundle.packaging import file_sha256
+    from bundle.networks.model_file import model_sha256
 
     present = [m for m in DEFAULT_MODALITIES if m in images]
     files = []
@@ -318,13 +318,13 @@ def _write_outputs(
         qc_png({s: on_atlas[s] for s in present}, atlas_label, "Segmentation on the atlas grid (red: tumour)")
     )
     files += ["qc_registration.png", "qc_segmentation.png", "report.md", "report.html", "study.json"]
-    model_sha256 = file_sha256(ckpt_path)
-    table, advice_source = _model_table(metadata_file, ckpt_path, model_sha256)
+    weights_sha256 = model_sha256(ckpt_path)  # the bytes inference read, not a second read
+    table, advice_source = _model_table(metadata_file, ckpt_path, weights_sha256)
     advice = acquisition_advice(table, present, DEFAULT_MODALITIES)
     return {
         "study": study,
         "model": str(ckpt_path),
-        "model_sha256": model_sha256,
+        "model_sha256": weights_sha256,
         "reference": reference,
         "sequences": present,
         "missing": [m for m in DEFAULT_MODALITIES if m not in present],

@@ -27,6 +27,7 @@ from bundle.errors import InputError
 from bundle.metadata import EXPECTED_DICE_KEY, update_metadata
 from bundle.metrics.combinations import case_combination_metrics
 from bundle.metrics.scoring import check_rules
+from bundle.networks.model_file import model_sha256
 from bundle.reports.tables import AVERAGE, format_summary_markdown, summarize_combinations, write_combination_reports
 
 __all__ = ["CombinationEvaluator"]
@@ -202,10 +203,9 @@ class CombinationEvaluator(Engine):
 
     def _record_table(self) -> None:
         """The Dice table per combination into metadata.json, tied to the model's SHA-256; a failure only warns."""
-        from bundle.packaging import file_sha256
 
         block = {
-            "model_sha256": file_sha256(self.model_file),
+            "model_sha256": model_sha256(self.model_file),
             "split": self.split,
             "cases": len({row["case"] for row in self.rows}),
             "scoring": self.scoring,

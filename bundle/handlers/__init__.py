@@ -4,7 +4,6 @@ selection, stopping on a non-finite loss, error pass-through, MLflow tags and th
 from bundle.handlers.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
-    CheckedCheckpointLoader,
     latest_checkpoint,
     non_finite_entries,
     resume_from_latest,
@@ -20,7 +19,6 @@ from bundle.handlers.tracking import TaggedMLFlowHandler
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
-    "CheckedCheckpointLoader",
     "non_finite_entries",
     "latest_checkpoint",
     "resume_from_latest",

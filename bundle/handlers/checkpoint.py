@@ -23,12 +23,12 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.networks.utils import get_state_dict
 
 from bundle.errors import InputError
-from bundle.io import atomic_write, load_checkpoint, mismatch_error, state_differences
+from bundle.io import atomic_write
+from bundle.networks.model_file import load_checkpoint, read_record, state_differences
 
 __all__ = [
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
-    "CheckedCheckpointLoader",
     "non_finite_entries",
     "set_aside",
     "latest_checkpoint",
@@ -139,25 +139,6 @@ def non_finite_entries(state_dict: Mapping[str, Any]) -> list[str]:
     ]
 
 
-class CheckedCheckpointLoader(CheckpointLoader):
-    """MONAI ``CheckpointLoader`` (same arguments) whose bad files give one-line errors, not tracebacks.
-
-    The file is read first with :func:`bundle.io.load_checkpoint`: a missing, truncated or foreign file,
-    or one holding Python code (refused unread), is named with the fix; weights of another network say
-    which settings to pass.
-    """
-
-    def __call__(self, engine: Engine) -> None:
-        checkpoint = load_checkpoint(self.load_path, self.map_location)
-        try:
-            super().__call__(engine)
-        except RuntimeError:
-            model = self.load_dict.get("model")
-            if model is None:
-                raise
-            raise mismatch_error(self.load_path, get_state_dict(model), checkpoint.get("model", checkpoint)) from None
-
-
 def set_aside(ckpt_dir: str | os.PathLike, prefix: str = "latest", model: str = "model.pt") -> Path | None:
     """Move an earlier run's checkpoints (``<prefix>_*.pt`` and ``model``) out of the way of a run that starts over.
 
@@ -259,6 +240,6 @@ def resume_from_latest(
     )
     logger.info(
         f"resuming from {path} (epoch {epoch}, teachers "
-        f"{checkpoint.get('lckd', {}).get('teachers')}); move {ckpt_dir} away or pass --resume false to start over."
+        f"{(read_record(path) or {}).get('teachers')}); move {ckpt_dir} away or pass --resume false to start over."
     )
     return path

@@ -25,7 +25,7 @@ from bundle.metrics.election import (
     paired_cases,
     undecided_regions,
 )
-from bundle.networks.record import record_election
+from bundle.networks.model_file import record_election
 from bundle.reports.logs import format_election, format_teachers
 from bundle.transforms.labels import PredictionToLabelsd
 
@@ -280,12 +280,22 @@ class ElectionHandler:
             update_metadata(self.metadata_file, self.metadata_block())
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.result, MODEL_ELECTION: self.model_election} if self.model_election else dict(self.result)
+        """The election without its teacher set, which the checkpoint's weights carry in their record (one copy per
+        file); the election of ``models/model.pt`` (other weights) keeps its own."""
+        state = {key: value for key, value in self.result.items() if key != "teachers"}
+        return {**state, MODEL_ELECTION: self.model_election} if self.model_election else state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss and the network's record."""
+        """Restore an election (e.g. from a checkpoint) and hand its teachers to the loss and the network's record.
+
+        A checkpoint's election names no teachers (:meth:`state_dict`): they are the record of the weights loaded
+        before it (the network comes first in the checkpoint, as in train.json's ``save_dict``). A state that names
+        them (a checkpoint written before, or a federated server's election) is taken as it is.
+        """
         state = dict(state)
         self.model_election = dict(state.pop(MODEL_ELECTION, None) or {})
+        if state and "teachers" not in state:
+            state["teachers"] = (getattr(unwrap(self.network), "record", None) or {}).get("teachers")
         if state and list(state.get("modalities", [])) != list(self.modalities):
             raise InputError(
                 f"the stored election is for modalities {state.get('modalities')}, but this model has {list(self.modalities)}; "
