@@ -25,7 +25,7 @@ STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/train.json','configs/evaluate.json','configs/demo.json']"
 
-.PHONY: install install-clients demo test package clean
+.PHONY: install install-clients demo test test-fast timings package clean
 
 install: $(INSTALLED)
 
@@ -63,6 +63,16 @@ test: $(INSTALLED) $(CLIENTS_INSTALLED)
 	$(VENV)/bin/ruff format --check bundle tests scripts
 	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
+
+# what a developer runs between edits: the lint and every test not marked slow (no workflow, subprocess or training)
+test-fast: $(INSTALLED)
+	$(VENV)/bin/ruff check bundle tests scripts
+	$(VENV)/bin/ruff format --check bundle tests scripts
+	$(PY) -m pytest -q -n 2 -m "not slow" $(addprefix --ignore=,$(CLIENT_TESTS))
+
+# docs/timings.md: make demo, make test-fast and make test timed on this machine (README and the model card point at it)
+timings: $(INSTALLED) $(CLIENTS_INSTALLED)
+	$(PY) -m bundle.reports.timings
 
 # make package VERSION=0.2.0 CHANGE="what changed" KEY=keys/site-a.key [SCHEMA=meta_schema_20240725.json]:
 # dist/lckd_brats_<VERSION>.zip, signed with KEY (make one: lckd-package keygen --out keys/site-a)

@@ -3,9 +3,13 @@
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from bundle.analysis import ablate, parse_change, read_case_rows
 from bundle.conventions import REPORT_REGIONS
 from tests.helpers import TINY_OVERRIDES, TinyDatasetTestCase
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 
 class TestAblation(TinyDatasetTestCase):

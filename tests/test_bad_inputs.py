@@ -22,6 +22,7 @@ from unittest import mock
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from parameterized import parameterized
 
@@ -659,6 +660,7 @@ class TestBadInputs(unittest.TestCase):
         self.assertIsNone(input_error_of(RuntimeError("other")))
 
 
+@pytest.mark.slow
 class TestCommandLine(unittest.TestCase):
     def test_bad_dataset_dir_prints_one_line_not_a_traceback(self):
         with tempfile.TemporaryDirectory() as tmp:

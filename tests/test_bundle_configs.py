@@ -10,6 +10,7 @@ from tempfile import TemporaryDirectory
 
 import nibabel as nib
 import numpy as np
+import pytest
 from monai.bundle import verify_net_in_out
 
 from bundle.networks import read_record
@@ -71,6 +72,7 @@ class TestMetadata(unittest.TestCase):
         )
 
 
+@pytest.mark.slow
 class TestInferenceWorkflow(TinyDatasetTestCase):
     def test_segments_every_case_in_original_space(self):
         with TemporaryDirectory() as tmp:
@@ -116,6 +118,7 @@ class TestInferenceWorkflow(TinyDatasetTestCase):
             self.assertEqual(sidecar["modalities_missing"], ["t1", "t2"])
 
 
+@pytest.mark.slow
 class TestElectWorkflow(TinyDatasetTestCase):
     def test_elects_into_metadata_and_checkpoint(self):
         with TemporaryDirectory() as tmp:
@@ -141,6 +144,7 @@ class TestElectWorkflow(TinyDatasetTestCase):
             self.assertEqual(read_record(ckpt)["network"]["filters"], NETWORK_KEYS["filters"])
 
 
+@pytest.mark.slow
 class TestEvaluateWorkflow(TinyDatasetTestCase):
     def test_fifteen_combinations_per_case(self):
         with TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from unittest import mock
 import highdicom
 import numpy as np
 import pydicom
+import pytest
 import SimpleITK as sitk
 from parameterized import parameterized
 from pydicom.uid import generate_uid
@@ -55,6 +56,7 @@ def _copy_series(source: Path, target: Path, keep=None, **tags) -> None:
         ds.save_as(target / path.name)
 
 
+@pytest.mark.slow
 class TestStudiesRoundTrip(unittest.TestCase):
     @parameterized.expand(sorted(VENDORS))
     def test_each_vendors_series_are_named_and_read_in_their_own_grid(self, vendor):
@@ -93,6 +95,7 @@ class TestStudiesRoundTrip(unittest.TestCase):
                 self.assertGreater(degrees + np.linalg.norm(shift), 0.0)
 
 
+@pytest.mark.slow
 class TestCoregistration(unittest.TestCase):
     def test_each_sequence_lands_on_the_reference_within_a_voxel(self):
         """Target of issue 27: median error under 1.5 mm, measured on brain points against the drawn transforms."""
@@ -129,6 +132,7 @@ class TestCoregistration(unittest.TestCase):
                 coregister({"t1ce": images["t1ce"], "t2": noise}, names={"t1ce": "T1CE", "t2": "T2"})
 
 
+@pytest.mark.slow
 class TestBrainExtraction(unittest.TestCase):
     def test_deepbet_finds_the_brain_inside_the_skull(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -264,6 +268,7 @@ if __name__ == "__main__":
     unittest.main()
 
 
+@pytest.mark.slow
 class TestAtlasAlignment(unittest.TestCase):
     def test_the_truth_returns_to_each_native_grid(self):
         """The geometry the segmentation rides on: series registered to the reference, the brain extracted and aligned
@@ -365,6 +370,7 @@ def _clinical(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 class TestClinicalCommand(unittest.TestCase):
     """``lckd-clinical`` (the entry point README uses) on a DICOM study of three sequences (T1 missing), with an untrained tiny model:
     what it writes, that the files agree with each other and with the source series, and the bad inputs."""

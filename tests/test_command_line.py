@@ -17,6 +17,7 @@ import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import pytest
 import torch
 
 from bundle.networks import read_record
@@ -29,6 +30,8 @@ from tests.helpers import (
     locked_by_another_process,
     tiny_checkpoint,
 )
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 TINY_ARGS = [item for key, value in TINY_OVERRIDES.items() for item in (f"--{key}", json.dumps(value))]
 

@@ -17,6 +17,7 @@ from tempfile import TemporaryDirectory
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from bundle.networks import PREPROCESSING_DEFAULTS
 from tests.helpers import (
@@ -34,6 +35,8 @@ MISSING = (
     if importlib.util.find_spec("holoscan")
     else "holoscan is not installed; `make install-clients` installs it in .venv-clients, where `make test` runs this file"
 )
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 
 @unittest.skipIf(bool(MISSING), MISSING)

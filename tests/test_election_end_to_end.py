@@ -17,10 +17,13 @@ import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import pytest
 from parameterized import parameterized
 
 from bundle.data import make_dataset
 from tests.test_train_workflow import train
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 EPOCHS = 80
 

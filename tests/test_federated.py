@@ -13,6 +13,7 @@ from unittest import mock
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.fedavg import FedAvg
@@ -164,6 +165,7 @@ class TestJobFolder(unittest.TestCase):
         for config in server["configs"]:
             self.assertTrue((BUNDLE_ROOT / config).is_file(), config)
 
+    @pytest.mark.slow
     def test_a_site_folder_missing_under_dataset_root_is_refused_before_the_job_is_written(self):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "sites" / "site-1").mkdir(parents=True)
@@ -230,6 +232,7 @@ class TestSiteData(unittest.TestCase):
                 LCKDSite("site-9", dataset_dir=Path(tmp) / "site-9", workdir=tmp)
 
 
+@pytest.mark.slow
 class TestSimulator(unittest.TestCase):
     """Two sites, two rounds, a tiny network: the job as shipped, with only its settings changed."""
 

@@ -23,6 +23,7 @@ def test_step_memory_scales_with_every_factor_and_amp_halves_it(training, per_vo
     assert step_memory([64] * 3, 2, 4, 16, training, amp=True) * 2 == step_memory([64] * 3, 2, 4, 16, training)
 
 
+@pytest.mark.slow
 def test_importing_the_settings_first_needs_no_lazy_import():
     """settings -> data.caching -> memory, with nothing pointing back: each imports alone in a fresh interpreter."""
     for module in ("bundle.memory", "bundle.data.caching", "bundle.data.validation", "bundle.settings"):

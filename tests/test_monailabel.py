@@ -20,9 +20,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from bundle.networks import CaseMaskInferer
 from tests.helpers import CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata, run_workflow, stacked_case
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 
 def stand_in_torchvision() -> None:

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import pytest
 import torch
 
 from bundle.networks import read_record
 from tests.helpers import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 # a test-only extension: each process writes the teacher set it trains with
 PROBE = {

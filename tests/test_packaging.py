@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import yaml
 
 from bundle.errors import InputError
@@ -82,6 +83,7 @@ def _sender(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 class TestPackKilled(unittest.TestCase):
     def test_a_pack_killed_after_its_version_bump_is_undone_by_the_next(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +140,7 @@ class TestPackKilled(unittest.TestCase):
             self.assertFalse((sender / ".metadata.before-pack.json").exists())
 
 
+@pytest.mark.slow
 class TestPackageRoundTrip(TinyDatasetTestCase):
     def test_pack_unpack_verify_run_and_refuse_a_flipped_byte(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -213,6 +216,7 @@ def _rezip(package: Path, target: Path, change) -> Path:
     return target
 
 
+@pytest.mark.slow
 class TestTamperedPackages(unittest.TestCase):
     """Issue 26, item 1: each tampering refused in one line naming the file; the payload never runs."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
@@ -177,6 +178,7 @@ class TestPaperProfile(unittest.TestCase):
         self.assertFalse(set(heldout["train"]) & set(heldout["selection"]))
 
 
+@pytest.mark.slow
 class TestPaperRunOnOfficialNames(unittest.TestCase):
     def test_profile_trains_one_epoch_on_the_official_split_through_monai_bundle_run(self):
         """285 case folders named as the official lists and grouped as BraTS 2018 is downloaded (HGG/, LGG/; links to 3
@@ -237,6 +239,7 @@ class TestPaperRunOnOfficialNames(unittest.TestCase):
             self.assertIn("teachers", json.loads((root / "metadata.json").read_text())["lckd"])
 
 
+@pytest.mark.slow
 class TestSubmissionMode(TinyDatasetTestCase):
     @parameterized.expand([("brats2021", "PHANTOM_0000", {0, 1, 2, 4}), ("brats2023", "PHANTOM-0000", {0, 1, 2, 3})])
     def test_one_file_per_case_named_and_shaped_for_the_challenge(self, layout, case, allowed):

@@ -12,6 +12,7 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import torch
 
 from bundle.errors import input_error_of
@@ -26,6 +27,8 @@ from tests.helpers import (
     fresh_metadata,
     run_workflow,
 )
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 MAX_EPOCHS, ELECT_EPOCH = 6, 4
 

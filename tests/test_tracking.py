@@ -4,10 +4,13 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import mlflow
+import pytest
 from monai.utils import path_to_sqlite_uri
 
 from tests.helpers import TINY_NETWORK, TinyDatasetTestCase, run_workflow, tiny_checkpoint
 from tests.test_train_workflow import train
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 
 def logged_runs(output_dir: Path) -> tuple[mlflow.MlflowClient, dict]:

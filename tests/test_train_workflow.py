@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import pytest
 import torch
 from parameterized import parameterized
 
@@ -30,6 +31,7 @@ def train(dataset_dir: Path, work: Path, keep=(), **overrides) -> dict:
     return run_workflow("train.json", workflow_type="train", keep=keep, meta_file=metadata, **settings)
 
 
+@pytest.mark.slow
 class TestTrainWorkflow(TinyDatasetTestCase):
     def test_train_elect_and_checkpoint(self):
         with TemporaryDirectory() as tmp:
@@ -98,6 +100,7 @@ class TestTrainWorkflow(TinyDatasetTestCase):
             self.assertTrue(0.0 <= dice <= 1.0, dice)
 
 
+@pytest.mark.slow
 class TestModelSelection(TinyDatasetTestCase):
     @parameterized.expand([("combinations",), ("last",)])
     def test_model_pt_is_chosen_by_select_model(self, select_model):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from bundle.data import make_dataset
 from bundle.metadata import EXPECTED_DICE_KEY
@@ -26,6 +27,8 @@ from bundle.networks import read_record
 from bundle.packaging import file_sha256
 from tests.helpers import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, run_workflow
 from tests.test_train_workflow import train
+
+pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
 TRAINED = {"pixdim": [2.0, 2.0, 2.0], "patch_size": [16, 16, 16], "filters": [8, 16, 32, 64]}
 
