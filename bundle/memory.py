@@ -33,7 +33,7 @@ INFERENCE_BYTES_PER_VOXEL = 19
 
 CACHED_BYTES_PER_VOXEL = 10
 """Bytes one cached case takes per voxel of its resampled grid (before the brain crop): measured 9.7 on
-full-size anatomical phantoms (``scripts/benchmark.py --full-size``), where the crop keeps the brain's bounding
+full-size anatomical phantoms (``scripts/measure_full_size.py``), where the crop keeps the brain's bounding
 box (about 40 % of BraTS's 240 x 240 x 155 grid) with four float32 sequences (16 B per kept voxel), the three
 boolean region channels (3 B) and the int64 crop indices of the brain's voxels (8 B each)."""
 

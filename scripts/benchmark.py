@@ -4,7 +4,6 @@
     python scripts/benchmark.py --patch 64 --volume 96 96 96   # medium, about 15 minutes there
     python scripts/benchmark.py                  # patch 128^3, BraTS-sized volume 240x240x155
     python scripts/benchmark.py --json           # one JSON object with the ratios
-    python scripts/benchmark.py --full-size      # 20 anatomical phantoms at 240x240x155: data, memory, per-case times
 
 Both models see the same patch and volume. Train step = forward + backward + AdamW step (CKD on
 for LCKDNet); inference = sliding-window inference of one 4-sequence volume; "combinations" = all 15
@@ -15,14 +14,7 @@ inference. FLOPs from ``torch.utils.flop_counter.FlopCounterMode``; times are me
 measured with its shared encoder and with one encoder per sequence; a micro-benchmark compares a
 loop of per-sequence convolutions with one grouped convolution.
 
-``--full-size`` measures what a BraTS-scale training and evaluation costs with the default train.json:
-it writes ``--cases`` anatomical phantoms at 1 mm (240 x 240 x 155) to ``--data`` (kept for later runs),
-preprocesses them as train.json does (brain crop, crop indices) into the RAM cache and into the disk
-cache (bytes per case, seconds per case), draws training samples from the cache (samples per second in
-one worker), then times one training step, one sliding-window inference of a whole case (LCKDNet and
-DynUNet at their defaults), one teacher election (the four single-sequence predictions) and the
-15-combination evaluation of a case, once each (they take minutes on a CPU), and extrapolates memory
-to 1,251 cases (BraTS 2021).
+The BraTS-scale data, memory and per-case measurement is ``scripts/measure_full_size.py``.
 """
 
 from __future__ import annotations
@@ -30,20 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import resource
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from torch.utils.flop_counter import FlopCounterMode
 
-from bundle import BUNDLE_ROOT
 from bundle.conventions import combination_masks
 from bundle.data import DEFAULT_TEACHERS
 from bundle.errors import install_excepthook
@@ -51,9 +39,6 @@ from bundle.losses import LCKDLoss
 from bundle.networks import LCKDNet, inference_network
 
 MODELS = ("dynunet", "lckdnet", "lckdnet_per_modality")
-
-
-BRATS_2021_CASES = 1251
 
 
 def median_seconds(step: Callable[[], object], repeats: int, device: torch.device, warm_up: bool = True) -> float:
@@ -86,7 +71,7 @@ def build(name: str, args: argparse.Namespace, device: torch.device) -> torch.nn
     return LCKDNet(filters=args.filters, kernel_size=kernels, strides=strides, shared_encoder=shared).to(device)
 
 
-def _peak_bytes(device: torch.device) -> int:
+def peak_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -135,11 +120,11 @@ def measure_phase(name: str, phase: str, args: argparse.Namespace) -> dict[str, 
         repeats = args.inference_repeats
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    baseline = 0 if device.type == "cuda" else _peak_bytes(device)  # CPU: what the step adds to the process
-    full_size = getattr(args, "full_size", False)
+    baseline = 0 if device.type == "cuda" else peak_bytes(device)  # CPU: what the step adds to the process
+    full_size = getattr(args, "full_size", False)  # set by scripts/measure_full_size.py
     # a full-size inference takes minutes on a CPU: one timed run, no warm-up, no second run to count FLOPs
     seconds = median_seconds(step, repeats, device, warm_up=not (full_size and phase != "train"))
-    peak = _peak_bytes(device) - baseline
+    peak = peak_bytes(device) - baseline
     result = {
         f"{phase}_s": seconds,
         f"{phase}_peak_mb": peak / 2**20,
@@ -187,7 +172,7 @@ def grouped_versus_loop(args: argparse.Namespace) -> dict[str, float]:
     return {"loop_s": loop_s, "grouped_s": grouped_s, "grouped_over_loop": grouped_s / loop_s}
 
 
-def _in_fresh_process(function: Callable, *args) -> dict:
+def in_fresh_process(function: Callable, *args) -> dict:
     """Run ``function(*args)`` in a new process, so its peak memory is its own (spawned: a fork of a process that
     has run torch or data loading threads can deadlock)."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -211,7 +196,7 @@ def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict[str, float]] = {name: {} for name in MODELS}
     for name in MODELS:
         for phase in ("train", "inference", "combinations"):
-            results[name].update(_in_fresh_process(measure_phase, name, phase, args))
+            results[name].update(in_fresh_process(measure_phase, name, phase, args))
     report: dict = {"device": args.device, "settings": vars(args), **results}
     dyn = results["dynunet"]
     for name in ("lckdnet", "lckdnet_per_modality"):
@@ -228,146 +213,8 @@ def run(args: argparse.Namespace) -> dict:
             report.update(ratios)
         else:
             report["per_modality_encoders"] = ratios
-    report["grouped_conv"] = _in_fresh_process(grouped_versus_loop, args)
+    report["grouped_conv"] = in_fresh_process(grouped_versus_loop, args)
     return report
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _cached_bytes(item: object) -> int:
-    if isinstance(item, torch.Tensor):
-        return item.untyped_storage().nbytes()
-    if isinstance(item, dict):
-        return sum(_cached_bytes(v) for v in item.values())
-    if isinstance(item, (list, tuple)):
-        return sum(_cached_bytes(v) for v in item)
-    return 0
-
-
-def measure_cache(data_dir: str, mode: str, args: argparse.Namespace) -> dict[str, float]:
-    """train.json's training dataset over the phantoms with ``cache=mode``: seconds and bytes per case, samples/s."""
-    from monai.bundle import ConfigParser
-
-    torch.set_num_threads(args.threads)
-    work = tempfile.mkdtemp(prefix="lckd_benchmark_")
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE_ROOT / "configs" / "train.json"))
-    parser.update(
-        {
-            "bundle_root": str(BUNDLE_ROOT),
-            "dataset_dir": data_dir,
-            "output_dir": work,
-            "cache": mode,
-            "cache_dir": f"{work}/cache",
-            "num_workers": 0,
-        }
-    )
-    datalist = parser.get_parsed_content("datalist")
-    before_rss, before_peak = _rss_bytes(), _peak_bytes(torch.device("cpu"))
-    start = time.perf_counter()
-    dataset = parser.get_parsed_content("train::dataset")
-    cases = len(dataset)
-    if mode == "disk":
-        for index in range(cases):  # the first epoch preprocesses and writes each case
-            dataset[index]
-    preprocess_s = (time.perf_counter() - start) / cases
-    if mode == "memory":
-        cached = sum(_cached_bytes(item) for item in dataset._cache) / cases
-    else:
-        cached = sum(f.stat().st_size for f in Path(work, "cache").glob("*.pt")) / cases
-    grid_voxels = 240 * 240 * 155
-    start = time.perf_counter()
-    draws = min(cases, 8)
-    for index in range(draws):
-        samples = len(dataset[index])
-    sample_s = (time.perf_counter() - start) / (draws * samples)
-    return {
-        "cases": cases,
-        "validation_cases": len(datalist["validation"]),
-        "preprocess_s_per_case": preprocess_s,
-        "cached_mb_per_case": cached / 2**20,
-        "cached_bytes_per_grid_voxel": cached / grid_voxels,
-        "rss_growth_mb": (_rss_bytes() - before_rss) / 2**20,
-        "peak_rss_growth_mb": (_peak_bytes(torch.device("cpu")) - before_peak) / 2**20,
-        "samples_per_s": 1.0 / sample_s,
-    }
-
-
-def write_phantoms(folder: Path, cases: int) -> float:
-    """Anatomical phantoms at 1 mm in ``folder`` (kept: reused when present); seconds per case written."""
-    from bundle.data.phantoms import make_phantom_dataset
-
-    record = folder / "phantoms.json"
-    if record.is_file() and json.loads(record.read_text()) == {
-        "cases": cases,
-        "seed": 0,
-        "spacing": 1.0,
-        "layout": "brats2021",
-    }:
-        return float("nan")
-    start = time.perf_counter()
-    make_phantom_dataset(folder, cases=cases, seed=0, spacing=1.0)
-    return (time.perf_counter() - start) / cases
-
-
-def run_full_size(args: argparse.Namespace) -> dict:
-    """The BraTS-scale measurements of ``--full-size`` (see the module docstring)."""
-    data = Path(args.data)
-    report: dict = {"device": args.device, "settings": {k: v for k, v in vars(args).items()}}
-    report["phantom_s_per_case"] = write_phantoms(data, args.cases)
-    for mode in ("memory", "disk"):
-        report[f"cache_{mode}"] = _in_fresh_process(measure_cache, str(data), mode, args)
-    results: dict[str, dict[str, float]] = {"dynunet": {}, "lckdnet": {}}
-    for name in results:
-        for phase in ("train", "inference", "election", "combinations"):
-            results[name].update(_in_fresh_process(measure_phase, name, phase, args))
-    report.update(results)
-    dyn, lckd = results["dynunet"], results["lckdnet"]
-    memory = report["cache_memory"]
-    report["ratios"] = {
-        **time_and_memory_ratios(lckd, dyn),
-        "election_over_inference": lckd["election_s"] / lckd["inference_s"],
-    }
-    all_cases_gb = memory["cached_mb_per_case"] * BRATS_2021_CASES / 1024
-    report["extrapolation_1251"] = {
-        "ram_cache_gb": all_cases_gb,
-        "disk_cache_gb": report["cache_disk"]["cached_mb_per_case"] * BRATS_2021_CASES / 1024,
-        "train_step_peak_gb": lckd["train_peak_mb"] / 1024,
-        "samples_per_s_needed": args.batch / lckd["train_s"],
-    }
-    return report
-
-
-def print_full_size(report: dict) -> None:
-    settings = report["settings"]
-    print(
-        f"device {report['device']}, {settings['threads']} threads, {settings['cases']} phantoms 240x240x155 at 1 mm, "
-        f"patch {settings['patch']}^3, overlap {settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, "
-        f"train step of {settings['batch']} patches"
-    )
-    for mode in ("memory", "disk"):
-        c = report[f"cache_{mode}"]
-        print(
-            f"cache {mode:6}: {c['preprocess_s_per_case']:.1f} s/case preprocessing, {c['cached_mb_per_case']:.0f} MB/case "
-            f"({c['cached_bytes_per_grid_voxel']:.1f} B per grid voxel), peak RSS growth {c['peak_rss_growth_mb']:.0f} MB "
-            f"for {c['cases']} cases, {c['samples_per_s']:.2f} training samples/s per worker"
-        )
-    dyn, lckd = report["dynunet"], report["lckdnet"]
-    for key, label in (
-        ("train_s", "train step s"),
-        ("train_peak_mb", "train peak MB"),
-        ("inference_s", "inference s/case"),
-        ("inference_peak_mb", "inference peak MB"),
-        ("election_s", "election s/case"),
-        ("combinations_s", "15 combinations s/case"),
-    ):
-        cells = [f"{m[key]:.1f}" if key in m else "-" for m in (dyn, lckd)]
-        print(f"  {label:24}{cells[0]:>10}{cells[1]:>10}")
-    for key, value in {**report["ratios"], **report["extrapolation_1251"]}.items():
-        print(f"  {key:30}{value:8.2f}")
 
 
 ROWS = [
@@ -420,9 +267,9 @@ def print_table(report: dict) -> None:
     )
 
 
-def main() -> None:
-    install_excepthook()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The settings of the models and phases measured (shared with ``scripts/measure_full_size.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--patch", type=int, default=128, help="training patch and sliding-window edge")
     parser.add_argument("--volume", type=int, nargs=3, default=[240, 240, 155], help="inference volume (BraTS size)")
@@ -438,28 +285,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--amp", action="store_true", help="inference under torch.autocast (GPU)")
     parser.add_argument("--channels-last", action="store_true", help="inference with channels_last_3d weights")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def with_baseline_filters(args: argparse.Namespace) -> argparse.Namespace:
+    if args.baseline_filters is None:  # DynUNet's default widths for as many levels
+        args.baseline_filters = [min(2 ** (5 + i), 320) for i in range(len(args.filters))]
+    return args
+
+
+def main() -> None:
+    install_excepthook()
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="patch 32, volume 48^3, 4 levels, 3 repeats: about a minute"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--full-size", action="store_true", help="BraTS-scale data, memory and per-case times")
-    parser.add_argument("--cases", type=int, default=20, help="--full-size: phantoms to write and cache")
-    parser.add_argument("--data", default="data/phantoms_full", help="--full-size: where the phantoms are kept")
     args = parser.parse_args()
     if args.quick:
         args.patch, args.volume = 32, [48, 48, 48]
         args.filters, args.repeats, args.inference_repeats = args.filters[:4], 3, 3
-    if args.baseline_filters is None:  # DynUNet's default widths for as many levels
-        args.baseline_filters = [min(2 ** (5 + i), 320) for i in range(len(args.filters))]
-    if args.full_size:
-        args.repeats, args.inference_repeats = min(args.repeats, 2), 1
-        report = run_full_size(args)
-    else:
-        report = run(args)
+    report = run(with_baseline_filters(args))
     if args.json:
         print(json.dumps(report, indent=2))
-    elif args.full_size:
-        print_full_size(report)
     else:
         print_table(report)
 
