@@ -25,7 +25,7 @@ from bundle.federated import election_due, federated_election, network_weights
 from bundle.federated.controller import LCKDFedAvg
 from bundle.federated.job import JOB_DIR, configure_job, job_settings
 from bundle.federated.site import LCKDSite
-from bundle.metrics.election import site_election_summary
+from bundle.metrics.teacher_choice import site_election_summary
 from bundle.networks import LCKDNet, read_record
 from tests.helpers import (
     BUNDLE_ROOT,

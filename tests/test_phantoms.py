@@ -16,7 +16,7 @@ from bundle.conventions import LABEL_CONVENTIONS
 from bundle.data import dataset_convention, discover_cases
 from bundle.data.phantoms import CONTRAST, make_phantom, make_phantom_dataset, template_tissues
 from bundle.errors import InputError
-from bundle.metrics.election import elect_teachers
+from bundle.metrics.teacher_choice import elect_teachers
 
 SPACING = 4.0  # 60 x 60 x 39 voxels: the BraTS grid at 4 mm
 

@@ -49,7 +49,7 @@ class LCKDFedAvg(FedAvg):
 
     At the rounds :func:`~bundle.federated.protocol.election_due` names, every site validates the global
     model it receives with each single sequence and returns the summed Dice and case counts; the server
-    combines them case-weighted (:func:`bundle.metrics.election.combine_site_elections`; a site lacking a
+    combines them case-weighted (:func:`bundle.metrics.teacher_choice.combine_site_elections`; a site lacking a
     sequence adds nothing for it), elects per region and sends the teacher set with the next round's weights.
     After every round it writes ``ckpt_dir/model.pt`` (a plain ``state_dict`` whose record holds the federated
     teachers and their per-site case counts; otherwise as train.json writes it) and the election block, with

@@ -4,7 +4,7 @@ Each round the server sends the global weights with two entries in the model's `
 force (:data:`ELECTION_META_KEY`, the election block that also goes into ``configs/metadata.json``) and whether
 the sites must summarise an election (:data:`ELECT_META_KEY`). A site then validates the global model with
 each single sequence on its own validation cases and returns, beside its trained weights, only the sums and
-counts of :func:`bundle.metrics.election.site_election_summary` (:data:`SUMMARY_META_KEY`): no image and no
+counts of :func:`bundle.metrics.teacher_choice.site_election_summary` (:data:`SUMMARY_META_KEY`): no image and no
 per-case score leaves it. This module imports no NVIDIA FLARE code, so it is tested without the ``fl`` extra.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from bundle.errors import InputError
-from bundle.metrics.election import combine_site_elections, undecided_regions
+from bundle.metrics.teacher_choice import combine_site_elections, undecided_regions
 
 __all__ = [
     "ELECTION_META_KEY",
@@ -33,7 +33,7 @@ ELECTION_META_KEY = "lckd_election"
 ELECT_META_KEY = "lckd_elect"
 """Server -> sites: ``True`` when the sites must validate the received model for an election this round."""
 SUMMARY_META_KEY = "lckd_election_summary"
-"""Site -> server: the site's :func:`~bundle.metrics.election.site_election_summary` of the received model."""
+"""Site -> server: the site's :func:`~bundle.metrics.teacher_choice.site_election_summary` of the received model."""
 
 
 def election_due(round_index: int, elect_round: int, reelect_every: int) -> bool:
@@ -70,7 +70,7 @@ def federated_election(
     and sequence, how many validation cases of each site stand behind the combined Dice.
 
     Args:
-        summaries: site name -> its :func:`~bundle.metrics.election.site_election_summary`.
+        summaries: site name -> its :func:`~bundle.metrics.teacher_choice.site_election_summary`.
         modalities: the modality names, in canonical order.
         round_index: the round whose global model was validated.
         previous: the teacher set in force (kept for regions no site's validation cases hold).

@@ -28,7 +28,7 @@ from monai.networks.utils import copy_model_state
 from bundle import BUNDLE_ROOT
 from bundle.errors import InputError
 from bundle.federated.protocol import ELECT_META_KEY, ELECTION_META_KEY, SUMMARY_META_KEY, network_weights
-from bundle.metrics.election import site_election_summary
+from bundle.metrics.teacher_choice import site_election_summary
 
 __all__ = ["LCKDSite", "main"]
 

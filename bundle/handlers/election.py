@@ -18,7 +18,7 @@ from bundle.distributed import unwrap
 from bundle.errors import InputError
 from bundle.metadata import update_metadata
 from bundle.metrics.combinations import combination_dice
-from bundle.metrics.election import (
+from bundle.metrics.teacher_choice import (
     LOW_WIN_RATE,
     bootstrap_win_rate,
     elect_teachers,
@@ -181,7 +181,7 @@ class ElectionHandler:
 
     def single_modality_dice(self) -> torch.Tensor:
         """Validate the network once per single-modality mask: what an election compares, and what a federated
-        site summarises (:func:`bundle.metrics.election.site_election_summary`) instead of electing.
+        site summarises (:func:`bundle.metrics.teacher_choice.site_election_summary`) instead of electing.
 
         Returns:
             ``(cases, N, R)`` Dice, regions in network order; NaN where a case lacks the region or the sequence.

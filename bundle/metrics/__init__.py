@@ -2,7 +2,8 @@
 teacher election's statistics."""
 
 from bundle.metrics.combinations import case_combination_metrics, combination_dice
-from bundle.metrics.election import (
+from bundle.metrics.scoring import SCORING_RULES, binary_dice, metric_names, score_label_maps
+from bundle.metrics.teacher_choice import (
     LOW_WIN_RATE,
     MIN_SITE_CASES,
     bootstrap_win_rate,
@@ -12,7 +13,6 @@ from bundle.metrics.election import (
     site_election_summary,
     undecided_regions,
 )
-from bundle.metrics.scoring import SCORING_RULES, binary_dice, metric_names, score_label_maps
 
 __all__ = [
     "case_combination_metrics",
