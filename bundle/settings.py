@@ -5,6 +5,12 @@ the memory one step needs, and the folders it writes.
 float, ``--resume false`` the string ``"false"``) and accepts any key, so a typo such as ``--max_epoch 2``
 would otherwise pass unnoticed. Each config's ``initialize`` calls :func:`check_settings` with its
 settings, which lists every problem in one error before any data is read.
+
+Where each check lives: this module checks every key a workflow reads, before any data is read or cached (types,
+ranges, the relations between keys such as ``elect_epoch`` after ``max_epochs``, and the memory a step needs); a
+constructor checks only what its own arguments must satisfy for the object to work at all, which a caller of the
+Python API needs as well. The two share their allowed values (``FILL_MODES``, ``CACHE_MODES`` ...) and one
+divisibility rule (:func:`bundle.networks.lckdnet.downsampling`), so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from bundle.handlers.selection import SELECTION_METRICS
 from bundle.losses.ckd import CKD_REDUCTIONS
 from bundle.memory import device_memory, step_memory
 from bundle.metrics.scoring import SCORING_RULES
-from bundle.networks.lckdnet import FILL_MODES
+from bundle.networks.lckdnet import FILL_MODES, downsampling
 
 __all__ = [
     "BOOLEAN_KEYS",
@@ -224,7 +230,7 @@ def _cross_checks(settings: Mapping[str, Any]) -> list[str]:
     problems = []
     patch, strides = settings.get("patch_size"), settings.get("strides")
     if patch is not None and strides is not None:
-        factors = [math.prod(s[axis] if isinstance(s, (list, tuple)) else s for s in strides) for axis in range(3)]
+        factors = downsampling(strides)
         for axis, (size, factor) in enumerate(zip(patch, factors)):
             if size % factor:
                 lower = max(factor, size // factor * factor)

@@ -4,8 +4,11 @@ import torch
 from parameterized import parameterized
 
 from bundle.conventions import combination_masks
+from bundle.errors import InputError
 from bundle.networks import LCKDNet, record_election
+from bundle.networks.inferer import case_window
 from bundle.networks.lckdnet import _mean_fill, decode_record
+from bundle.settings import check_settings
 
 FILTERS = (4, 8, 16, 32)
 CASES = [(shared, fill) for shared in (True, False) for fill in ("all_levels", "bottleneck")]
@@ -123,10 +126,22 @@ class TestLCKDNet(unittest.TestCase):
         with torch.no_grad():
             torch.testing.assert_close(scripted(x, mask), net(x, mask), atol=1e-5, rtol=1e-5)
 
+    def test_anisotropic_strides_divide_each_axis_by_its_own_product(self):
+        """One divisibility rule (bundle.networks.lckdnet.downsampling) for the network, the settings and the window:
+        a level that keeps the depth asks for a depth that is a multiple of 4 here, not of 8."""
+        net = LCKDNet(filters=[4, 8, 16, 32], kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, [2, 2, 1]]).eval()
+        self.assertEqual(net.divisor, [8, 8, 4])
+        with torch.no_grad():
+            self.assertEqual(net(torch.randn(1, 4, 16, 16, 12)).shape, (1, 3, 16, 16, 12))
+            self.assertEqual(torch.jit.script(net).divisor, [8, 8, 4])
+        self.assertEqual(case_window([64, 64, 64], [20, 20, 10], net.divisor), [24, 24, 12])
+        with self.assertRaisesRegex(InputError, r"not divisible along axis 2 by 4"):
+            check_settings({"patch_size": [16, 16, 10], "strides": [1, 2, 2, [2, 2, 1]]})
+
     @parameterized.expand(
         [
             ("wrong_channels", torch.randn(1, 3, 16, 16, 16), None, "one channel per modality"),
-            ("not_divisible", torch.randn(1, 4, 20, 16, 16), None, "divisible by 8"),
+            ("not_divisible", torch.randn(1, 4, 20, 16, 16), None, r"divisible by \[8, 8, 8\] per axis"),
             ("empty_mask", torch.randn(1, 4, 16, 16, 16), torch.zeros(1, 4, dtype=torch.bool), "at least one present"),
             ("mask_shape", torch.randn(2, 4, 16, 16, 16), torch.ones(3, 4, dtype=torch.bool), "mask must have shape"),
         ]

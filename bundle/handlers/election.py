@@ -122,20 +122,12 @@ class ElectionHandler:
 
     def attach(self, engine: Engine) -> None:
         """Elect at the scheduled epochs; ``engine.state.teachers`` shows the current set (for StatsHandler)."""
-        engine.add_event_handler(Events.STARTED, self._check_schedule)
         engine.add_event_handler(Events.STARTED, self._publish)
         engine.add_event_handler(Events.EPOCH_STARTED, lambda e: setattr(self, "_epoch", e.state.epoch))
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self._on_epoch)
 
     def _publish(self, engine: Engine) -> None:
         engine.state.teachers = format_teachers(self.teachers)
-
-    def _check_schedule(self, engine: Engine) -> None:
-        if engine.state.max_epochs is not None and self.elect_epoch > engine.state.max_epochs:
-            raise InputError(
-                f"elect_epoch={self.elect_epoch} is after the last epoch (max_epochs={engine.state.max_epochs}): "
-                "no teacher would be elected and distillation would never run. Lower elect_epoch or raise max_epochs."
-            )
 
     def _due(self, engine: Engine, epoch: int) -> bool:
         if epoch == self.elect_epoch:

@@ -30,8 +30,9 @@ def presence_mask(image: torch.Tensor) -> torch.Tensor:
     return image.detach().flatten(2).abs().amax(dim=2) > 0
 
 
-def case_window(roi_size: Sequence[int], image_size: Sequence[int], divisor: int | None) -> list[int]:
-    """The sliding window for one image: ``roi_size``, but no larger than the image rounded up to ``divisor``.
+def case_window(roi_size: Sequence[int], image_size: Sequence[int], divisor: Sequence[int] | int | None) -> list[int]:
+    """The sliding window for one image: ``roi_size``, but no larger than the image rounded up to ``divisor`` (per
+    axis, :func:`bundle.networks.lckdnet.downsampling`; one number for all three axes).
 
     A window much larger than the image is mostly zero padding, which changes every instance-norm statistic the
     network computes (a model trained on 32^3 patches of an 80 x 80 x 52 image, run with a 128^3 window, found
@@ -43,17 +44,21 @@ def case_window(roi_size: Sequence[int], image_size: Sequence[int], divisor: int
     """
     if not divisor:
         return [int(r) for r in roi_size]
-    return [min(int(r), math.ceil(int(s) / divisor) * divisor) for r, s in zip(roi_size, image_size)]
+    divisors = [int(divisor)] * 3 if isinstance(divisor, int) else [int(d) for d in divisor]
+    return [min(int(r), math.ceil(int(s) / d) * d) for r, s, d in zip(roi_size, image_size, divisors)]
 
 
-def _divisor(network: Any) -> int | None:
-    """The spatial divisor of a network (LCKDNet's ``divisor``, kept by TorchScript too), through bound methods, DDP,
-    ``torch.compile`` and MONAI Deploy's ``TorchScriptModel`` (its ``predictor``)."""
+def _divisor(network: Any) -> list[int] | int | None:
+    """The spatial divisor of a network (LCKDNet's ``divisor`` per axis, kept by TorchScript too; one number in models
+    exported before it was per axis), through bound methods, DDP, ``torch.compile`` and MONAI Deploy's
+    ``TorchScriptModel`` (its ``predictor``)."""
     owner = getattr(network, "__self__", network)
     for attribute in ("module", "_orig_mod", "predictor"):
         owner = getattr(owner, attribute, owner)
     divisor = getattr(owner, "divisor", None)
-    return int(divisor) if isinstance(divisor, int) else None
+    if isinstance(divisor, int):
+        return divisor
+    return [int(d) for d in divisor] if isinstance(divisor, (list, tuple)) and len(divisor) == 3 else None
 
 
 class CaseMaskInferer(SlidingWindowInferer):

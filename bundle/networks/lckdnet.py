@@ -159,7 +159,7 @@ class LCKDNet(nn.Module):
         self.strides = list(strides)
         self.shared_encoder = bool(shared_encoder)
         self.fill_all_levels = fill == "all_levels"
-        self.divisor = _spatial_divisor(strides)
+        self.divisor: List[int] = downsampling(strides)
 
         num_encoders = 1 if self.shared_encoder else self.num_modalities
         self.encoders = nn.ModuleList(
@@ -321,11 +321,11 @@ class LCKDNet(nn.Module):
                 f"LCKDNet expects input (batch, {self.num_modalities}, H, W, D) with one channel per modality "
                 f"{list(self.modalities)}, got shape {list(x.shape)}."
             )
-        for size in x.shape[2:]:
-            if size % self.divisor != 0:
+        for axis in range(3):
+            if x.shape[2 + axis] % self.divisor[axis] != 0:
                 raise InputError(
-                    f"spatial size {list(x.shape[2:])} must be divisible by {self.divisor} (the product of strides "
-                    f"{self.strides}); pad the image or choose a patch_size that is a multiple of {self.divisor}."
+                    f"spatial size {list(x.shape[2:])} must be divisible by {self.divisor} per axis (the network's "
+                    "downsampling: the product of its strides); pad the image or choose a patch_size that is a multiple of it."
                 )
         if mask is None:
             return presence_mask(x)
@@ -350,8 +350,16 @@ def _mean_fill(feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return feature * weight + mean * (1.0 - weight)
 
 
-def _spatial_divisor(strides: Sequence[Sequence[int] | int]) -> int:
-    divisor = 1
+def downsampling(strides: Sequence[Sequence[int] | int]) -> List[int]:
+    """Per axis, the product of the strides: what every spatial size the network sees must be a multiple of (the
+    one divisibility rule, for the settings' patch check, the network's input check and the inference window).
+
+    Example:
+        >>> downsampling([1, 2, 2, [2, 2, 1]])
+        [8, 8, 4]
+    """
+    factors = [1, 1, 1]
     for stride in strides:
-        divisor *= max(stride) if isinstance(stride, Sequence) else int(stride)
-    return divisor
+        for axis in range(3):
+            factors[axis] *= int(stride[axis]) if isinstance(stride, Sequence) else int(stride)
+    return factors
