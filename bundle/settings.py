@@ -39,14 +39,7 @@ from bundle.memory import device_memory, step_memory
 from bundle.metrics.scoring import SCORING_RULES
 from bundle.networks.lckdnet import FILL_MODES, downsampling
 
-__all__ = [
-    "BOOLEAN_KEYS",
-    "flag",
-    "check_settings",
-    "check_writable",
-    "check_command_line",
-    "rules",
-]
+__all__ = ["BOOLEAN_KEYS", "flag", "check_settings", "check_writable", "check_command_line", "rules"]
 
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")

@@ -54,6 +54,31 @@ THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 # they take while it waits.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS, "PYTHONUNBUFFERED": "1"}
 
+# The same as a user's shell has it: without LCKD_TRACEBACK (a developer's switch for full tracebacks), so that the
+# one-line errors the tests read are what a user sees.
+USER_ENV = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
+
+
+def run_command(
+    command: Sequence[str], cwd: Path = BUNDLE_ROOT, timeout: int = 600, env: dict | None = None, **options: Any
+) -> subprocess.CompletedProcess:
+    """``command`` as a user runs it, from ``cwd`` (the bundle root), its output captured as text, in :data:`USER_ENV`
+    (or ``env``); ``options`` go to ``subprocess.run``."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=USER_ENV if env is None else env,
+        **options,
+    )
+
+
+def monai_bundle(*arguments: str | Path, **options: Any) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <arguments>`` (``run --config_file ...``, ``ckpt_export ...``) through :func:`run_command`."""
+    return run_command([sys.executable, "-m", "monai.bundle", *arguments], **options)
+
 
 @contextlib.contextmanager
 def locked_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
@@ -84,25 +109,29 @@ def run_inference(
     ``folder/args.json``), from ``bundle_root`` with its own ``bundle`` code first on the path; asserts exit 0."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps(settings))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            "configs/inference.json",
-            "--args_file",
-            str(folder / "args.json"),
-        ],
+    run = monai_bundle(
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--args_file",
+        folder / "args.json",
         cwd=bundle_root,
-        capture_output=True,
-        text=True,
         timeout=300,
         env={**SUBPROCESS_ENV, "PYTHONPATH": str(bundle_root)},
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return run
+
+
+def tiny_training(work: Path, dataset: Path, epochs: int) -> dict[str, Any]:
+    """The settings of a tiny training of ``epochs`` epochs on ``dataset``, electing and validating at the last one,
+    writing everything under ``work`` (its split, models, outputs and a :func:`fresh_metadata` copy)."""
+    return {
+        **TINY_OVERRIDES,
+        **{"max_epochs": epochs, "elect_epoch": epochs, "val_interval": epochs, "dataset_dir": str(dataset)},
+        **{"datalist_file": str(work / "datalist.json"), "ckpt_dir": str(work / "models")},
+        **{"output_dir": str(work / "eval"), "metadata_file": str(fresh_metadata(work))},
+    }
 
 
 def fresh_metadata(folder: Path) -> Path:

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import unittest
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from bundle.metrics.combinations import case_combination_metrics
 from bundle.networks import LCKDNet, load_checkpoint, load_network
 from bundle.settings import check_settings, check_writable
 from bundle.transforms import PredictionToLabelsd, StackModalitiesd
-from tests.helpers import BUNDLE_ROOT, NETWORK_KEYS
+from tests.helpers import NETWORK_KEYS, monai_bundle
 
 SIZE = 16
 CASE = "SYNTH_0000"
@@ -664,28 +663,18 @@ class TestBadInputs(unittest.TestCase):
 class TestCommandLine(unittest.TestCase):
     def test_bad_dataset_dir_prints_one_line_not_a_traceback(self):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {k: v for k, v in os.environ.items() if k != "LCKD_TRACEBACK"}
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "monai.bundle",
-                    "run",
-                    "--config_file",
-                    "configs/train.json",
-                    "--dataset_dir",
-                    f"{tmp}/nowhere",
-                    "--patch_size",
-                    "[64, 64, 64]",
-                    "--ckpt_dir",
-                    f"{tmp}/models",
-                    "--output_dir",
-                    f"{tmp}/eval",
-                ],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                env=env,
+            result = monai_bundle(
+                "run",
+                "--config_file",
+                "configs/train.json",
+                "--dataset_dir",
+                f"{tmp}/nowhere",
+                "--patch_size",
+                "[64, 64, 64]",
+                "--ckpt_dir",
+                f"{tmp}/models",
+                "--output_dir",
+                f"{tmp}/eval",
                 timeout=300,
             )
         self.assertNotEqual(result.returncode, 0)

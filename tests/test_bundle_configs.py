@@ -15,6 +15,7 @@ from monai.bundle import verify_net_in_out
 
 from bundle.networks import read_record
 from bundle.networks.model_file import DISK_READS
+from bundle.packaging import REQUIRED_METADATA_KEYS
 from tests.helpers import (
     CONFIGS,
     NETWORK_KEYS,
@@ -35,22 +36,7 @@ WITHOUT_NETWORK_KEYS = {k: v for k, v in TINY_NETWORK.items() if k not in NETWOR
 
 class TestMetadata(unittest.TestCase):
     def test_model_zoo_keys(self):
-        for key in (
-            "version",
-            "changelog",
-            "monai_version",
-            "pytorch_version",
-            "numpy_version",
-            "required_packages_version",
-            "task",
-            "description",
-            "authors",
-            "copyright",
-            "network_data_format",
-            "intended_use",
-            "references",
-            "eval_metrics",
-        ):
+        for key in (*REQUIRED_METADATA_KEYS, "references", "eval_metrics"):  # model-zoo's schema, and more
             self.assertIn(key, METADATA)
         self.assertIn(METADATA["version"], METADATA["changelog"])
 
@@ -220,8 +206,7 @@ class TestEvaluateWorkflow(TinyDatasetTestCase):
             with open(out / "report" / "summary.csv") as file:
                 labels = [row["combination"] for row in csv.DictReader(file)]
             self.assertEqual(
-                labels[-3:],
-                ["average of combinations", "average of combinations, HGG", "average of combinations, LGG"],
+                labels[-3:], ["average of combinations", "average of combinations, HGG", "average of combinations, LGG"]
             )
             with open(out / "report" / "combinations.csv") as file:
                 rows = list(csv.DictReader(file))

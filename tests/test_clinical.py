@@ -32,7 +32,7 @@ from bundle.errors import InputError
 from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import binary_dice
 from bundle.packaging import file_sha256
-from tests.helpers import BUNDLE_ROOT, CONFIGS, SUBPROCESS_ENV, fresh_metadata, run_inference, tiny_checkpoint
+from tests.helpers import CONFIGS, SUBPROCESS_ENV, fresh_metadata, run_command, run_inference, tiny_checkpoint
 
 RULES = json.loads((CONFIGS / "clinical.json").read_text())["series_rules"]
 
@@ -360,14 +360,7 @@ def _one_line_error(run: subprocess.CompletedProcess) -> str:
 
 
 def _clinical(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "lckd-clinical"), *args],
-        cwd=BUNDLE_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=SUBPROCESS_ENV,
-    )
+    return run_command([Path(sys.executable).parent / "lckd-clinical", *args], env=SUBPROCESS_ENV)
 
 
 @pytest.mark.slow
@@ -529,7 +522,7 @@ class TestMeasurementTables(unittest.TestCase):
                 "registration_mm": {"flair->t1ce": 0.2, "t1->flair": 3.0, "t2->t1": 0.4, "t1->t2": 0.1},
                 "brain_dice": {"t1ce": 0.95, "t1": 0.96, "flair": 0.94, "t2": 0.85},
                 "seconds": {"atlas": 0.0},
-            },
+            }
         }
         text = format_tables(
             {

@@ -12,7 +12,6 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import unittest
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -22,12 +21,11 @@ import torch
 
 from bundle.networks import read_record
 from tests.helpers import (
-    BUNDLE_ROOT,
-    SUBPROCESS_ENV,
     TINY_OVERRIDES,
     TinyDatasetTestCase,
     fresh_metadata,
     locked_by_another_process,
+    monai_bundle,
     tiny_checkpoint,
 )
 
@@ -42,14 +40,11 @@ def bundle_run(configs: list[str], *args: str, file_size_limit: int | None = Non
     def limit_file_size() -> None:  # a full disk, as far as this process can tell
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-    return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr([f"configs/{c}" for c in configs]), *args],
-        cwd=BUNDLE_ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    return monai_bundle(
+        "run",
+        "--config_file",
+        repr([f"configs/{c}" for c in configs]),
+        *args,
         preexec_fn=limit_file_size if file_size_limit else None,
     )
 
@@ -76,8 +71,6 @@ class CommandLineTestCase(TinyDatasetTestCase):
             self.assertIn(fragment, message)
         return message
 
-
-class TestTraining(CommandLineTestCase):
     def _train(self, work: Path, *args: str, dataset: Path | None = None) -> subprocess.CompletedProcess:
         return bundle_run(
             ["train.json"],
@@ -95,6 +88,30 @@ class TestTraining(CommandLineTestCase):
             *args,
         )
 
+    def _infer(
+        self, work: Path, dataset: Path, *args: str, output: Path | None = None, **kwargs
+    ) -> subprocess.CompletedProcess:
+        """inference.json of ``work/model.pt`` (the tiny network) on ``dataset`` into ``output`` (``work/out``)."""
+        network = [
+            a for key in ("filters", "kernel_size", "strides") for a in (f"--{key}", json.dumps(TINY_OVERRIDES[key]))
+        ]
+        return bundle_run(
+            ["inference.json"],
+            "--dataset_dir",
+            str(dataset),
+            "--ckpt_path",
+            str(work / "model.pt"),
+            "--output_dir",
+            str(output or work / "out"),
+            "--num_workers",
+            "0",
+            *network,
+            *args,
+            **kwargs,
+        )
+
+
+class TestTraining(CommandLineTestCase):
     def test_a_misspelt_key_and_wrong_values_are_refused_before_anything_runs(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -209,6 +226,14 @@ class TestTraining(CommandLineTestCase):
 class TestModelPathAndSplits(CommandLineTestCase):
     """Issue 26: one model path in every workflow; a case listed twice; an override run alone; a long case name."""
 
+    def _trained_model_args(self, work: Path, metadata: Path) -> list[str]:
+        """Elect or evaluate the tiny model in ``work/trained`` on the tiny dataset, writing under ``work`` only."""
+        return [
+            *("--bundle_root", str(work), "--ckpt_dir", str(work / "trained"), "--dataset_dir", str(self.dataset)),
+            *("--output_dir", str(work / "eval"), "--metadata_file", str(metadata)),
+            *("--datalist_file", str(work / "datalist.json"), "--mlflow", "false", *TINY_ARGS),
+        ]
+
     def test_elect_and_evaluate_follow_ckpt_dir_and_leave_the_default_model_alone(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -216,29 +241,10 @@ class TestModelPathAndSplits(CommandLineTestCase):
             (work / "models" / "model.pt").write_bytes(b"another model, in the default place")
             (work / "trained").mkdir()
             tiny_checkpoint(work / "trained" / "model.pt")
-            common = [
-                "--bundle_root",
-                str(work),
-                "--ckpt_dir",
-                str(work / "trained"),
-                "--dataset_dir",
-                str(self.dataset),
-                "--output_dir",
-                str(work / "eval"),
-                "--metadata_file",
-                str(fresh_metadata(work)),
-                "--datalist_file",
-                str(work / "datalist.json"),
-                "--mlflow",
-                "false",
-                "--resamples",
-                "10",
-                *TINY_ARGS,
-            ]
-            elect = bundle_run(["train.json", "elect.json"], *common)
+            common = self._trained_model_args(work, fresh_metadata(work))
+            elect = bundle_run(["train.json", "elect.json"], *common, "--resamples", "10")
             self.assertEqual(elect.returncode, 0, elect.stderr[-3000:])
             self.assertIsNotNone(read_record(work / "trained" / "model.pt")["teachers"])  # elected into this model
-            common = [arg for arg in common if arg not in ("--resamples", "10")]
             evaluate = bundle_run(["train.json", "evaluate.json"], *common, "--lesion_wise", "false")
             self.assertEqual(evaluate.returncode, 0, evaluate.stderr[-3000:])
             self.assertIn(f"teachers ({work / 'trained' / 'model.pt'})", evaluate.stdout + evaluate.stderr)
@@ -255,24 +261,7 @@ class TestModelPathAndSplits(CommandLineTestCase):
             if subprocess.run(["chattr", "+i", str(work / "trained")], capture_output=True).returncode != 0:
                 self.skipTest("chattr +i is not allowed here")
             try:
-                elect = bundle_run(
-                    ["train.json", "elect.json"],
-                    "--bundle_root",
-                    str(work),
-                    "--ckpt_dir",
-                    str(work / "trained"),
-                    "--dataset_dir",
-                    str(self.dataset),
-                    "--output_dir",
-                    str(work / "eval"),
-                    "--metadata_file",
-                    str(metadata),
-                    "--datalist_file",
-                    str(work / "datalist.json"),
-                    "--mlflow",
-                    "false",
-                    *TINY_ARGS,
-                )
+                elect = bundle_run(["train.json", "elect.json"], *self._trained_model_args(work, metadata))
             finally:
                 subprocess.run(["chattr", "-i", str(work / "trained")], check=True)
             self.assert_one_line_error(elect, f"cannot write to {work / 'trained'}")
@@ -293,24 +282,7 @@ class TestModelPathAndSplits(CommandLineTestCase):
                 "label": "SYNTH_0003/SYNTH_0003_seg.nii.gz",
             }
             (work / "datalist.json").write_text(json.dumps({"training": [case, case], "validation": [other]}))
-            result = bundle_run(
-                ["train.json"],
-                "--dataset_dir",
-                str(self.dataset),
-                "--datalist_file",
-                str(work / "datalist.json"),
-                "--ckpt_dir",
-                str(work / "models"),
-                "--output_dir",
-                str(work / "eval"),
-                "--metadata_file",
-                str(fresh_metadata(work)),
-                *TINY_ARGS,
-                "--max_epochs",
-                "1",
-                "--elect_epoch",
-                "1",
-            )
+            result = self._train(work, "--max_epochs", "1", "--elect_epoch", "1")
             self.assert_one_line_error(result, "training lists SYNTH_0000 twice")
             self.assertEqual(list((work / "models").glob("*.pt")), [])
 
@@ -333,21 +305,7 @@ class TestModelPathAndSplits(CommandLineTestCase):
                 target = work / "data" / name / path.name.replace("SYNTH_0002", name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target)
-            network = [
-                a for k in ("filters", "kernel_size", "strides") for a in (f"--{k}", json.dumps(TINY_OVERRIDES[k]))
-            ]
-            result = bundle_run(
-                ["inference.json"],
-                "--dataset_dir",
-                str(work / "data"),
-                "--ckpt_path",
-                str(work / "model.pt"),
-                "--output_dir",
-                str(work / "out"),
-                "--num_workers",
-                "0",
-                *network,
-            )
+            result = self._infer(work, work / "data")
             self.assertEqual(result.returncode, 0, result.stderr[-2000:])
             self.assertEqual(
                 sorted(p.name for p in (work / "out").iterdir()),
@@ -356,25 +314,6 @@ class TestModelPathAndSplits(CommandLineTestCase):
 
 
 class TestInference(CommandLineTestCase):
-    def _infer(self, work: Path, dataset: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        network = [
-            a for key in ("filters", "kernel_size", "strides") for a in (f"--{key}", json.dumps(TINY_OVERRIDES[key]))
-        ]
-        return bundle_run(
-            ["inference.json"],
-            "--dataset_dir",
-            str(dataset),
-            "--ckpt_path",
-            str(work / "model.pt"),
-            "--output_dir",
-            str(work / "out"),
-            "--num_workers",
-            "0",
-            *network,
-            *args,
-            **kwargs,
-        )
-
     def _one_case(self, work: Path) -> Path:
         shutil.copytree(self.dataset / "SYNTH_0002", work / "data" / "SYNTH_0002")
         return work / "data"
@@ -411,22 +350,8 @@ class TestInference(CommandLineTestCase):
             work = Path(tmp)
             tiny_checkpoint(work / "model.pt")
             dataset = self._one_case(work)
-            network = [
-                a for k in ("filters", "kernel_size", "strides") for a in (f"--{k}", json.dumps(TINY_OVERRIDES[k]))
-            ]
             for output in ("segs", "segs_again"):  # the second run meets the first run's output folder
-                result = bundle_run(
-                    ["inference.json"],
-                    "--dataset_dir",
-                    str(dataset),
-                    "--ckpt_path",
-                    str(work / "model.pt"),
-                    "--output_dir",
-                    str(dataset / output),
-                    "--num_workers",
-                    "0",
-                    *network,
-                )
+                result = self._infer(work, dataset, output=dataset / output)
                 self.assertEqual(result.returncode, 0, result.stderr[-2000:])
             self.assertIn(
                 f"skipping {dataset / 'segs'}: it holds segmentations or run outputs", result.stdout + result.stderr
@@ -466,29 +391,19 @@ class TestInference(CommandLineTestCase):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
             marker = code_carrying_checkpoint(work / "model.pt")
-            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "monai.bundle",
-                    "ckpt_export",
-                    "network_def",
-                    "--filepath",
-                    str(work / "model.ts"),
-                    "--ckpt_file",
-                    str(work / "model.pt"),
-                    "--meta_file",
-                    str(fresh_metadata(work)),
-                    "--config_file",
-                    "configs/inference.json",
-                    "--ckpt_path",
-                    str(work / "model.pt"),
-                ],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                env=env,
+            result = monai_bundle(
+                "ckpt_export",
+                "network_def",
+                "--filepath",
+                work / "model.ts",
+                "--ckpt_file",
+                work / "model.pt",
+                "--meta_file",
+                fresh_metadata(work),
+                "--config_file",
+                "configs/inference.json",
+                "--ckpt_path",
+                work / "model.pt",
                 timeout=300,
             )
             self.assert_one_line_error(result, "holds Python objects other than weights (posix.mkdir)")

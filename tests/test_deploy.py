@@ -23,8 +23,8 @@ from bundle.networks import PREPROCESSING_DEFAULTS
 from tests.helpers import (
     BUNDLE_ROOT,
     NETWORK_KEYS,
-    SUBPROCESS_ENV,
     TinyDatasetTestCase,
+    run_command,
     run_workflow,
     tiny_checkpoint,
     tiny_torchscript,
@@ -155,41 +155,12 @@ class TestDeployDicomApp(unittest.TestCase):
                 vendor="GE MEDICAL SYSTEMS",
             )
             tiny_checkpoint(root / "model.pt", {**PREPROCESSING_DEFAULTS, "pixdim": [3.0] * 3, "patch_size": [32] * 3})
-            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-            app = subprocess.run(
-                [
-                    sys.executable,
-                    str(BUNDLE_ROOT / "scripts" / "deploy_dicom_app.py"),
-                    "-m",
-                    str(root / "model.pt"),
-                    "-i",
-                    str(root / "study" / "dicom"),
-                    "-o",
-                    str(root / "deployed"),
-                ],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                env=env,
-            )
+            study, model = root / "study" / "dicom", root / "model.pt"
+            script = BUNDLE_ROOT / "scripts" / "deploy_dicom_app.py"
+            app = run_command([sys.executable, script, "-m", model, "-i", study, "-o", root / "deployed"], cwd=root)
             self.assertEqual(app.returncode, 0, app.stdout[-3000:] + app.stderr[-3000:])
-            command = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bundle.clinical",
-                    str(root / "study" / "dicom"),
-                    "--output",
-                    str(root / "command"),
-                    "--ckpt_path",
-                    str(root / "model.pt"),
-                ],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                env=env,
+            command = run_command(
+                [sys.executable, "-m", "bundle.clinical", study, "--output", root / "command", "--ckpt_path", model]
             )
             self.assertEqual(command.returncode, 0, command.stderr[-3000:])
             (study_folder,) = [p for p in (root / "deployed").iterdir() if p.is_dir()]
@@ -215,21 +186,16 @@ class TestDeployDicomApp(unittest.TestCase):
 
 def run_app(model: Path, input_folder: Path, output_folder: Path, cwd: Path) -> subprocess.CompletedProcess:
     """scripts/deploy_app.py as a user runs it."""
-    env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-    return subprocess.run(
+    return run_command(
         [
             sys.executable,
-            str(BUNDLE_ROOT / "scripts" / "deploy_app.py"),
+            BUNDLE_ROOT / "scripts" / "deploy_app.py",
             "-m",
-            str(model),
+            model,
             "-i",
-            str(input_folder),
+            input_folder,
             "-o",
-            str(output_folder),
+            output_folder,
         ],
         cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
     )

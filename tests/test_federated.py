@@ -34,6 +34,7 @@ from tests.helpers import (
     TINY_NETWORK,
     TINY_OVERRIDES,
     fresh_metadata,
+    run_command,
     run_inference,
 )
 
@@ -51,13 +52,7 @@ def _site_dice(cases: int, t1ce_present: bool, best: int) -> torch.Tensor:
 
 
 class TestElectionSchedule(unittest.TestCase):
-    @parameterized.expand(
-        [
-            ("once", 2, 0, [2]),
-            ("every_round", 1, 1, [1, 2, 3, 4, 5]),
-            ("every_third", 1, 3, [1, 4]),
-        ]
-    )
+    @parameterized.expand([("once", 2, 0, [2]), ("every_round", 1, 1, [1, 2, 3, 4, 5]), ("every_third", 1, 3, [1, 4])])
     def test_rounds(self, _, elect_round, reelect_every, expected):
         self.assertEqual([r for r in range(6) if election_due(r, elect_round, reelect_every)], expected)
 
@@ -169,24 +164,20 @@ class TestJobFolder(unittest.TestCase):
     def test_a_site_folder_missing_under_dataset_root_is_refused_before_the_job_is_written(self):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "sites" / "site-1").mkdir(parents=True)
-            env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-            run = subprocess.run(
+            job, sites = Path(tmp) / "job", Path(tmp) / "sites"
+            run = run_command(
                 [
                     sys.executable,
                     "-m",
                     "bundle.federated.job",
                     "--out",
-                    str(Path(tmp) / "job"),
+                    job,
                     "--num_clients",
                     "3",
                     "--dataset_root",
-                    str(Path(tmp) / "sites"),
+                    sites,
                 ],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
                 timeout=120,
-                env=env,
             )
             self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
             self.assertIn("has no folder for site-2, site-3", run.stderr)
@@ -264,12 +255,8 @@ class TestSimulator(unittest.TestCase):
             metadata_file=str(metadata),
         )
         nvflare = Path(sys.executable).with_name("nvflare")
-        run = subprocess.run(
-            [str(nvflare), "simulator", str(job), "-w", str(tmp / "workspace"), "-n", "2", "-t", "2"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=SUBPROCESS_ENV,
+        run = run_command(
+            [nvflare, "simulator", job, "-w", tmp / "workspace", "-n", "2", "-t", "2"], cwd=None, env=SUBPROCESS_ENV
         )
         return run, metadata
 

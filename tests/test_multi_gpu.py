@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bundle.networks import read_record
-from tests.helpers import BUNDLE_ROOT, CONFIGS, TINY_OVERRIDES, TinyDatasetTestCase, fresh_metadata
+from tests.helpers import BUNDLE_ROOT, CONFIGS, TinyDatasetTestCase, tiny_training
 
 pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
 
@@ -29,19 +29,8 @@ class TestMultiProcessTraining(TinyDatasetTestCase):
     def test_two_gloo_processes_share_one_checkpoint_and_one_teacher_set(self):
         with TemporaryDirectory() as tmp:
             work = Path(tmp)
-            fresh_metadata(work)
             (work / "probe.json").write_text(json.dumps(PROBE))
-            settings = {
-                **TINY_OVERRIDES,
-                "max_epochs": 1,
-                "elect_epoch": 1,
-                "val_interval": 1,
-                "dataset_dir": str(self.dataset),
-                "datalist_file": str(work / "datalist.json"),
-                "ckpt_dir": str(work / "models"),
-                "output_dir": str(work / "eval"),
-                "metadata_file": str(work / "metadata.json"),
-            }
+            settings = tiny_training(work, self.dataset, epochs=1)
             (work / "args.json").write_text(json.dumps(settings))
             configs = f"['configs/train.json','{work / 'probe.json'}','configs/multi_gpu_train.json']"
             command = [

@@ -24,8 +24,11 @@ from tests.helpers import (
     NETWORK_KEYS,
     SUBPROCESS_ENV,
     TINY_NETWORK,
+    USER_ENV,
     TinyDatasetTestCase,
     fresh_metadata,
+    monai_bundle,
+    run_command,
     run_inference,
     tiny_checkpoint,
 )
@@ -34,7 +37,12 @@ PACK = [str(Path(sys.executable).parent / "lckd-package")]
 
 
 def _command(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*PACK, *arguments], cwd=cwd, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV)
+    return run_command([*PACK, *arguments], cwd=cwd, timeout=300, env=SUBPROCESS_ENV)
+
+
+def _pack(change: str, out: Path, keys: Path) -> list[str]:
+    """``pack``'s arguments: version 9.1.0 with ``change``, into ``out``, signed with ``keys``' publisher key."""
+    return ["pack", "--version", "9.1.0", "--change", change, "--out", str(out), "--key", str(keys / "publisher.key")]
 
 
 def _infer(bundle_root: Path, dataset: Path, output: Path) -> np.ndarray:
@@ -91,45 +99,22 @@ class TestPackKilled(unittest.TestCase):
             sender = _sender(tmp / "sender")
             keys = _keys(tmp)
             before = json.loads((sender / "configs" / "metadata.json").read_text())
-            killed = subprocess.run(
+            killed = run_command(
                 [
                     sys.executable,
                     "-c",
                     "import os, signal, sys; import bundle.packaging as p; "
                     "p._export_and_check = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
                     "p.main(sys.argv[1:])",
-                    "pack",
-                    "--version",
-                    "9.1.0",
-                    "--change",
-                    "x",
-                    "--out",
-                    str(tmp / "dist"),
-                    "--key",
-                    str(keys / "publisher.key"),
+                    *_pack("x", tmp / "dist", keys),
                 ],
                 cwd=sender,
-                capture_output=True,
-                text=True,
                 timeout=300,
                 env={**SUBPROCESS_ENV, "PYTHONPATH": str(sender)},
             )
             self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
             self.assertEqual(json.loads((sender / "configs" / "metadata.json").read_text())["version"], "9.1.0")
-            again = _command(
-                [
-                    "pack",
-                    "--version",
-                    "9.1.0",
-                    "--change",
-                    "tiny weights",
-                    "--out",
-                    str(tmp / "dist"),
-                    "--key",
-                    str(keys / "publisher.key"),
-                ],
-                sender,
-            )
+            again = _command(_pack("tiny weights", tmp / "dist", keys), sender)
             self.assertEqual(again.returncode, 0, again.stderr[-2000:])
             self.assertIn("a previous pack did not finish", again.stderr)
             after = json.loads((sender / "configs" / "metadata.json").read_text())
@@ -148,20 +133,7 @@ class TestPackageRoundTrip(TinyDatasetTestCase):
             sender = _sender(tmp / "sender")
 
             keys = _keys(tmp)
-            packed = _command(
-                [
-                    "pack",
-                    "--version",
-                    "9.1.0",
-                    "--change",
-                    "tiny test weights",
-                    "--out",
-                    str(tmp / "dist"),
-                    "--key",
-                    str(keys / "publisher.key"),
-                ],
-                sender,
-            )
+            packed = _command(_pack("tiny test weights", tmp / "dist", keys), sender)
             self.assertEqual(packed.returncode, 0, packed.stderr[-2000:])
             package = Path(json.loads(packed.stdout.strip().splitlines()[-1])["package"])
             self.assertEqual(package.name, "lckd_brats_9.1.0.zip")
@@ -226,20 +198,7 @@ class TestTamperedPackages(unittest.TestCase):
         root = cls.root = Path(cls.tmp.name)
         cls.keys = _keys(root)
         sender = _sender(root / "sender")
-        packed = _command(
-            [
-                "pack",
-                "--version",
-                "9.1.0",
-                "--change",
-                "x",
-                "--out",
-                str(root / "dist"),
-                "--key",
-                str(cls.keys / "publisher.key"),
-            ],
-            sender,
-        )
+        packed = _command(_pack("x", root / "dist", cls.keys), sender)
         assert packed.returncode == 0, packed.stderr[-2000:]
         cls.package = root / "dist" / "lckd_brats_9.1.0.zip"
         cls.marker = root / "payload_ran"
@@ -340,14 +299,13 @@ class TestTamperedPackages(unittest.TestCase):
         self.assertEqual(verified.returncode, 0, verified.stderr[-2000:])
         config = self.root / "verified" / "configs" / "inference.json"
         config.write_text(self._with_payload("configs/inference.json", config.read_bytes()).decode())
-        env = {k: v for k, v in SUBPROCESS_ENV.items() if k != "LCKD_TRACEBACK"}
-        run = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"],
+        run = monai_bundle(
+            "run",
+            "--config_file",
+            "configs/inference.json",
             cwd=self.root / "verified",
-            capture_output=True,
-            text=True,
             timeout=300,
-            env={**env, "PYTHONPATH": str(self.root / "verified")},
+            env={**USER_ENV, "PYTHONPATH": str(self.root / "verified")},
         )
         self.assertEqual(run.returncode, 1, run.stdout[-1500:] + run.stderr[-1500:])
         self.assertIn("configs/inference.json has SHA-256", run.stderr)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -22,11 +20,11 @@ from bundle.data.discovery import split_from_file
 from bundle.data.phantoms import make_phantom_dataset
 from bundle.errors import InputError, InputFileError
 from tests.helpers import (
-    BUNDLE_ROOT,
     CONFIGS,
     SUBPROCESS_ENV,
     TINY_NETWORK,
     TinyDatasetTestCase,
+    monai_bundle,
     run_inference,
     tiny_checkpoint,
 )
@@ -208,25 +206,16 @@ class TestPaperRunOnOfficialNames(unittest.TestCase):
             overrides["metadata_file"] = str(root / "metadata.json")
             (root / "metadata.json").write_text((CONFIGS / "metadata.json").read_text())
             (root / "args.json").write_text(json.dumps(overrides))
-            run = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "monai.bundle",
-                    "run",
-                    "--config_file",
-                    "['configs/train.json','configs/paper_brats2018.json']",
-                    "--dataset_dir",
-                    str(root / "data"),
-                    "--split_file",
-                    "configs/splits/brats2018_lckd.json",
-                    "--args_file",
-                    str(root / "args.json"),
-                ],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=600,
+            run = monai_bundle(
+                "run",
+                "--config_file",
+                "['configs/train.json','configs/paper_brats2018.json']",
+                "--dataset_dir",
+                root / "data",
+                "--split_file",
+                "configs/splits/brats2018_lckd.json",
+                "--args_file",
+                root / "args.json",
                 env=SUBPROCESS_ENV,
             )
             output = run.stdout + run.stderr

@@ -25,7 +25,10 @@ from tests.helpers import (
     TINY_OVERRIDES,
     TinyDatasetTestCase,
     fresh_metadata,
+    monai_bundle,
+    run_command,
     run_workflow,
+    tiny_training,
 )
 
 pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
@@ -148,17 +151,7 @@ class TestCheckpointWrites(TinyDatasetTestCase):
     """Ignite asks to delete the replaced checkpoint before writing the new one; the bundle's saver waits."""
 
     def _settings(self, work: Path) -> dict:
-        return {
-            **TINY_OVERRIDES,
-            "max_epochs": 2,
-            "elect_epoch": 2,
-            "val_interval": 2,
-            "dataset_dir": str(self.dataset),
-            "datalist_file": str(work / "datalist.json"),
-            "ckpt_dir": str(work / "models"),
-            "output_dir": str(work / "eval"),
-            "metadata_file": str(fresh_metadata(work)),
-        }
+        return tiny_training(work, self.dataset, epochs=2)
 
     def test_full_disk_keeps_the_previous_checkpoint(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -195,27 +188,14 @@ class TestCheckpointWrites(TinyDatasetTestCase):
                 "from monai.bundle.scripts import run\n"
                 "run(config_file='configs/train.json', args_file=sys.argv[1])\n"
             )
-            died = subprocess.run(
-                [sys.executable, "-c", killer, str(work / "args.json")],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                env=SUBPROCESS_ENV,
-                timeout=300,
-            )
+            died = run_command([sys.executable, "-c", killer, work / "args.json"], env=SUBPROCESS_ENV, timeout=300)
             self.assertEqual(died.returncode, -signal.SIGKILL, died.stderr[-2000:])
             names = sorted(p.name for p in (work / "models").glob("latest_*.pt"))
             self.assertEqual(names, ["latest_checkpoint_epoch=1.pt", "latest_checkpoint_epoch=2.pt"])
             for name in names:
                 load_checkpoint(work / "models" / name)  # both whole
-            command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
-            resumed = subprocess.run(
-                [*command, "--args_file", str(work / "args.json")],
-                cwd=BUNDLE_ROOT,
-                capture_output=True,
-                text=True,
-                env=SUBPROCESS_ENV,
-                timeout=300,
+            resumed = monai_bundle(
+                "run", "--config_file", "configs/train.json", "--args_file", work / "args.json", env=SUBPROCESS_ENV
             )
             self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
             self.assertIn("latest_checkpoint_epoch=2.pt (epoch 2", resumed.stdout + resumed.stderr)

@@ -11,7 +11,6 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -25,7 +24,7 @@ from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import score_label_maps
 from bundle.networks import read_record
 from bundle.packaging import file_sha256
-from tests.helpers import BUNDLE_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, run_workflow
+from tests.helpers import SUBPROCESS_ENV, TINY_OVERRIDES, monai_bundle, run_workflow
 from tests.test_train_workflow import train
 
 pytestmark = pytest.mark.slow  # whole workflows or subprocesses: `make test-fast` leaves them out
@@ -36,22 +35,8 @@ TRAINED = {"pixdim": [2.0, 2.0, 2.0], "patch_size": [16, 16, 16], "filters": [8,
 def _run_inference(settings: dict, folder: Path) -> subprocess.CompletedProcess:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps(settings))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            "configs/inference.json",
-            "--args_file",
-            str(folder / "args.json"),
-        ],
-        cwd=BUNDLE_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=SUBPROCESS_ENV,
+    return monai_bundle(
+        "run", "--config_file", "configs/inference.json", "--args_file", folder / "args.json", env=SUBPROCESS_ENV
     )
 
 

@@ -30,13 +30,7 @@ from bundle import BUNDLE_ROOT
 from bundle.clinical.atlas import align_to_atlas, load_atlas, to_atlas, to_native
 from bundle.clinical.brain import extract_brain
 from bundle.clinical.pipeline import read_clinical_config, segment_cases
-from bundle.clinical.registration import (
-    REFERENCE_ORDER,
-    Registration,
-    point_errors,
-    reference_sequence,
-    register_rigid,
-)
+from bundle.clinical.registration import REFERENCE_ORDER, Registration, point_errors, reference_sequence, register_rigid
 from bundle.clinical.series import find_series, name_series, read_series
 from bundle.clinical.studies import drawn_transform, make_study
 from bundle.conventions import (

@@ -26,11 +26,7 @@ from typing import Any
 from bundle import BUNDLE_ROOT
 from bundle.clinical.atlas import align_to_atlas, load_atlas, to_atlas, to_native
 from bundle.clinical.brain import BRAIN_METHODS, extract_brain
-from bundle.clinical.registration import (
-    MIN_MUTUAL_INFORMATION,
-    MIN_MUTUAL_INFORMATION_SKULL_STRIPPED,
-    coregister,
-)
+from bundle.clinical.registration import MIN_MUTUAL_INFORMATION, MIN_MUTUAL_INFORMATION_SKULL_STRIPPED, coregister
 from bundle.clinical.report import (
     acquisition_advice,
     format_advice,

@@ -17,14 +17,7 @@ import numpy as np
 
 from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, combination_name, label_regions
 
-__all__ = [
-    "region_volumes_ml",
-    "acquisition_advice",
-    "format_advice",
-    "report_markdown",
-    "markdown_to_html",
-    "qc_png",
-]
+__all__ = ["region_volumes_ml", "acquisition_advice", "format_advice", "report_markdown", "markdown_to_html", "qc_png"]
 
 
 def region_volumes_ml(label, convention: str = "brats2021") -> dict[str, float]:

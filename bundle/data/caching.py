@@ -30,13 +30,7 @@ from bundle.errors import InputError
 from bundle.io import file_signature
 from bundle.memory import CACHED_BYTES_PER_VOXEL, device_memory
 
-__all__ = [
-    "CACHE_MODES",
-    "MEMORY_CACHE_FRACTION",
-    "cache_size",
-    "cache_mode",
-    "cached_dataset",
-]
+__all__ = ["CACHE_MODES", "MEMORY_CACHE_FRACTION", "cache_size", "cache_mode", "cached_dataset"]
 
 logger = logging.getLogger(__name__)
 

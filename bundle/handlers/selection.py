@@ -17,11 +17,7 @@ from bundle.transforms.labels import PredictionToLabelsd
 
 __all__ = ["SELECTION_METRICS", "selection_metric", "CombinationDiceHandler"]
 
-SELECTION_METRICS = {
-    "combinations": "val_combinations_dice",
-    "all_sequences": "val_mean_dice",
-    "last": "val_epoch",
-}
+SELECTION_METRICS = {"combinations": "val_combinations_dice", "all_sequences": "val_mean_dice", "last": "val_epoch"}
 """``select_model`` value -> the validator metric the best-model checkpoint keeps the maximum of."""
 
 

@@ -201,9 +201,7 @@ def site_election_summary(dice: torch.Tensor, min_cases: int = MIN_SITE_CASES) -
 
 
 def combine_site_elections(
-    summaries: Mapping[str, Mapping[str, Any]],
-    modalities: Sequence[str],
-    previous: Mapping[str, str] | None = None,
+    summaries: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], previous: Mapping[str, str] | None = None
 ) -> tuple[dict[str, str], dict[str, dict[str, float | None]], dict[str, dict[str, dict[str, int]]]]:
     """Elect the teachers from the sites' :func:`site_election_summary`: case-weighted mean Dice over the sites,
     compared as :func:`elect_teachers` compares, on the cases that have every sequence (their ``paired`` sums).

@@ -13,11 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bundle.conventions import (
-    REPORT_REGIONS,
-    combination_name,
-    modality_combinations,
-)
+from bundle.conventions import REPORT_REGIONS, combination_name, modality_combinations
 from bundle.errors import InputError
 from bundle.io import publish_files, write_files
 from bundle.metrics.scoring import BRATS2023_HD95_PENALTY, BRATS2025_HD95_PENALTY, SCORING_RULES
