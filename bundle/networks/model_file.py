@@ -74,23 +74,23 @@ DISK_READS: collections.Counter[str] = collections.Counter()
 with)."""
 
 
-@functools.lru_cache(maxsize=4)
-def _read_from_disk(path: str, signature: str) -> tuple[bytes, str]:
-    """The file's bytes and their SHA-256, read from disk once per (path, version): ``signature`` changes when it is
-    rewritten (an atomic save makes a new inode), so a cached read is never stale."""
+@functools.lru_cache(maxsize=2)
+def _read_from_disk(path: str, signature: str, map_location: str) -> tuple[dict, str]:
+    """The file's content and the SHA-256 of its bytes, read from disk once per (path, version, device):
+    ``signature`` changes when the file is rewritten (an atomic save makes a new inode), so a cached read is never
+    stale. Only the loaded content is kept, not the bytes."""
     DISK_READS[path] += 1
     content = Path(path).read_bytes()
-    return content, hashlib.sha256(content).hexdigest()
-
-
-@functools.lru_cache(maxsize=4)
-def _loaded(path: str, signature: str, map_location: str) -> dict:
-    return torch.load(io.BytesIO(_read_from_disk(path, signature)[0]), map_location=map_location, weights_only=True)
+    digest = hashlib.sha256(content).hexdigest()
+    return torch.load(io.BytesIO(content), map_location=map_location, weights_only=True), digest
 
 
 def model_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of the model file, from the same single read as its weights (what metadata.json's Dice table and the
     clinical report name the weights by).
+
+    Raises:
+        InputError: as :func:`load_checkpoint`, for a file that is absent or not a checkpoint.
 
     Example:
         >>> import tempfile, torch
@@ -98,7 +98,8 @@ def model_sha256(path: str | os.PathLike) -> str:
         >>> model_sha256(path) == hashlib.sha256(open(path, "rb").read()).hexdigest()
         True
     """
-    return _read_from_disk(str(Path(path).resolve()), file_signature(path))[1]
+    load_checkpoint(path)  # the read (none when this version was read already), with a bad file's one-line error
+    return _read_from_disk(str(Path(path).resolve()), file_signature(path), "cpu")[1]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -120,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if reason:
         raise InputError(f"checkpoint {path} is {reason}; point --ckpt_path at a trained model.pt.")
     try:
-        checkpoint = _loaded(str(Path(path).resolve()), file_signature(path), str(map_location))
+        checkpoint = _read_from_disk(str(Path(path).resolve()), file_signature(path), str(map_location))[0]
     except Exception as error:  # torch raises several types for truncated or foreign files
         message = str(error)
         # PyTorch's own message suggests weights_only=False, which would run what the file holds: never repeat it
