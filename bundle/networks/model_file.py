@@ -98,8 +98,7 @@ def model_sha256(path: str | os.PathLike) -> str:
         >>> model_sha256(path) == hashlib.sha256(open(path, "rb").read()).hexdigest()
         True
     """
-    load_checkpoint(path)  # the read (none when this version was read already), with a bad file's one-line error
-    return _read_from_disk(str(Path(path).resolve()), file_signature(path), "cpu")[1]
+    return _checked_read(path, "cpu")[1]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -112,6 +111,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         FileNotFoundError: when ``path`` does not exist, saying how to make one.
         ValueError: when the file is not a readable checkpoint, or holds objects other than weights.
     """
+    return dict(_checked_read(path, map_location)[0])
+
+
+def _checked_read(path: str | os.PathLike, map_location: Any) -> tuple[dict, str]:
+    """:func:`_read_from_disk` of ``path``, with every way the file can be unusable turned into a one-line error."""
     reason = unreadable_reason(path)
     if reason == "absent":
         raise InputFileError(
@@ -121,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if reason:
         raise InputError(f"checkpoint {path} is {reason}; point --ckpt_path at a trained model.pt.")
     try:
-        checkpoint = _read_from_disk(str(Path(path).resolve()), file_signature(path), str(map_location))[0]
+        checkpoint, digest = _read_from_disk(str(Path(path).resolve()), file_signature(path), str(map_location))
     except Exception as error:  # torch raises several types for truncated or foreign files
         message = str(error)
         # PyTorch's own message suggests weights_only=False, which would run what the file holds: never repeat it
@@ -138,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         ) from None
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with a 'model' state dict.")
-    return dict(checkpoint)
+    return checkpoint, digest
 
 
 def read_record(checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
