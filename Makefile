@@ -18,6 +18,7 @@ TORCH_SPEC ?= torch==$(shell $(PYTHON) -c "import json; print(json.load(open('co
 MONAI_SPEC := $(shell grep -o 'monai==[0-9.]*' pyproject.toml)
 CLIENT_SPECS ?= $(MONAI_SPEC) monailabel==0.8.5 monai-deploy-app-sdk==4.0.0 holoscan-cu13==4.6.0
 DEMO_DATA ?= data/phantoms
+PYTHON_FILES := bundle tests scripts conftest.py
 # the demo's phantoms are made at 3 mm, and trained and evaluated on that grid; it validates once, at the end
 DEMO_ARGS := --dataset_dir $(DEMO_DATA) --pixdim "[3.0,3.0,3.0]"
 # holoscan (MONAI Deploy, in .venv-clients) asks for a 32 MB stack and warns at every `import monai` below it
@@ -25,7 +26,7 @@ STACK := ulimit -s 32768 2>/dev/null;
 DEMO_CONFIGS := "['configs/train.json','configs/demo.json']"
 EVAL_CONFIGS := "['configs/train.json','configs/evaluate.json','configs/demo.json']"
 
-.PHONY: install install-clients demo test test-fast timings package clean
+.PHONY: install install-clients demo lint test test-fast timings package clean
 
 install: $(INSTALLED)
 
@@ -58,16 +59,17 @@ demo: $(INSTALLED)
 
 # two pytest workers of one torch thread each (tests/conftest.py): the suite's many `monai.bundle run` subprocesses
 # spend seconds importing on one core, which the other worker's tests then use
-test: $(INSTALLED) $(CLIENTS_INSTALLED)
-	$(VENV)/bin/ruff check bundle tests scripts
-	$(VENV)/bin/ruff format --check bundle tests scripts
+# what pre-commit checks at each commit, on every Python file of the project
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check $(PYTHON_FILES)
+	$(VENV)/bin/ruff format --check $(PYTHON_FILES)
+
+test: lint $(CLIENTS_INSTALLED)
 	$(PY) -m pytest -q -n 2 $(addprefix --ignore=,$(CLIENT_TESTS))
 	$(STACK) $(CPY) -m pytest -q $(CLIENT_TESTS)
 
 # what a developer runs between edits: the lint and every test not marked slow (no workflow, subprocess or training)
-test-fast: $(INSTALLED)
-	$(VENV)/bin/ruff check bundle tests scripts
-	$(VENV)/bin/ruff format --check bundle tests scripts
+test-fast: lint
 	$(PY) -m pytest -q -n 2 -m "not slow" $(addprefix --ignore=,$(CLIENT_TESTS))
 
 # docs/timings.md: make demo, make test-fast and make test timed on this machine (README and the model card point at it)
