@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bundle import BUNDLE_ROOT
 from bundle.errors import install_excepthook
+from bundle.io import atomic_write
 
 __all__ = ["TARGETS", "pytest_summaries", "format_duration", "timings_markdown", "main"]
 
@@ -123,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # a failed demo leaves the previous run's report: its averages would not be this run's
         detail = "failed" if target == "demo" and done.returncode else _detail(target, done.stdout + done.stderr)
         rows.append((target, seconds, detail, done.returncode))
-    Path(args.out).write_text(timings_markdown(rows, datetime.date.today().isoformat(), _machine()))
+    table = timings_markdown(rows, datetime.date.today().isoformat(), _machine())
+    atomic_write(args.out, lambda file: file.write(table.encode()))
     print(f"wrote {args.out}")
     if any(code for *_, code in rows):
         raise SystemExit(1)
