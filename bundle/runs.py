@@ -1,13 +1,13 @@
-"""What a workflow does before its engine runs, as each config's ``initialize`` calls it after
-:func:`bundle.settings.check_command_line` (which takes no config item, so that it still runs, and names the command,
-when an override config such as evaluate.json is run alone): the checks and set-up that must happen in a fixed order
-(the process group, the settings, the metadata file, the lock on the model folder, the seeds), and for training the
-checkpoints attached and a stopped run resumed.
+"""What a workflow does before its engine runs, as each config's ``initialize`` calls it (the command line was
+checked when the config imported the package, see ``bundle/__init__.py``): the checks and set-up that must happen in a
+fixed order (the process group, the settings, the metadata file, the lock on the model folder, the seeds), and for
+training the checkpoints attached and a stopped run resumed.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,9 +19,9 @@ from bundle.distributed import init_distributed
 from bundle.handlers.checkpoint import AtomicCheckpointSaver, resume_from_latest, set_aside
 from bundle.io import lock_folder
 from bundle.metadata import read_metadata
-from bundle.settings import check_settings, flag
+from bundle.settings import check_settings, config_settings, flag
 
-__all__ = ["is_first_process", "begin_run", "start_training"]
+__all__ = ["is_first_process", "run_name", "begin_run", "start_training"]
 
 
 def is_first_process() -> bool:
@@ -34,13 +34,18 @@ def is_first_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def run_name(workflow: str) -> str:
+    """The MLflow run name of a ``workflow`` started now, e.g. ``train_20261205_163000``."""
+    return f"{workflow}_{time.strftime('%Y%m%d_%H%M%S')}"
+
+
 def begin_run(
-    settings: Mapping[str, Any],
     writable: Sequence[str | os.PathLike] = (),
     metadata_file: str | os.PathLike | None = None,
     lock: str | os.PathLike | None = None,
     seed: int | None = 0,
     distributed: Any = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Everything a workflow checks and sets up before its engine is built, in this order.
 
@@ -52,16 +57,17 @@ def begin_run(
     5. the seeds (``monai.utils.set_determinism``), unless ``seed`` is ``None``.
 
     Args:
-        settings: the config's ``checked_settings``.
         writable: folders the workflow writes to.
         metadata_file: the metadata.json the run writes into, if any.
         lock: a folder that one run at a time may write (training's ``ckpt_dir``).
         seed: the seed of every generator.
         distributed: the ``distributed`` setting.
+        settings: the settings to check; ``None`` (from a config's ``initialize``): those of the config being run
+            (:func:`bundle.settings.config_settings`).
     """
     if flag(distributed, "distributed"):
         init_distributed()
-    check_settings(settings, writable=writable)
+    check_settings(config_settings() if settings is None else settings, writable=writable)
     if metadata_file is not None:
         read_metadata(metadata_file, writable=True)
     if lock is not None and is_first_process():

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.bundle import ReferenceResolver
 
 from bundle.conventions import check_modalities
 from bundle.data.caching import CACHE_MODES
 from bundle.errors import InputError, install_excepthook
+from bundle.flags import flag
 from bundle.handlers.dropping import DROPPING_SCHEDULES
 from bundle.handlers.selection import SELECTION_METRICS
 from bundle.losses.ckd import CKD_REDUCTIONS
@@ -39,10 +41,7 @@ from bundle.memory import device_memory, step_memory
 from bundle.metrics.scoring import SCORING_RULES
 from bundle.networks.lckdnet import FILL_MODES, downsampling
 
-__all__ = ["BOOLEAN_KEYS", "flag", "check_settings", "check_writable", "check_command_line", "rules"]
-
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off")
+__all__ = ["BOOLEAN_KEYS", "flag", "config_settings", "check_settings", "check_writable", "check_command_line", "rules"]
 
 BOOLEAN_KEYS = (
     "resume",
@@ -55,35 +54,10 @@ BOOLEAN_KEYS = (
     "hd95",
     "lesion_wise",
     "allow_split_overlap",
+    "allow_absent_modalities",
     "submission",
 )
 """Keys read through :func:`flag`."""
-
-
-def flag(value: Any, key: str) -> bool:
-    """A boolean setting as written in a config or on the command line, read strictly.
-
-    ``python -m monai.bundle run --resume false`` hands the string ``"false"``, which Python reads as
-    true; configs read every boolean key through this function instead.
-
-    Args:
-        value: a bool, 0 or 1, or one of true/false, 1/0, yes/no, on/off in any case.
-        key: the setting's name, for the error message.
-
-    Raises:
-        InputError: for any other value, naming the key and the allowed values.
-
-    Example:
-        >>> flag("False", "resume"), flag(1, "mlflow"), flag(True, "amp")
-        (False, True, True)
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    raise InputError(f"--{key} must be true or false (also 1/0, yes/no, on/off), got {value!r}.")
 
 
 def _whole(minimum: int) -> Callable[[Any], str | None]:
@@ -210,7 +184,7 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "ckd_reduction": _choice(CKD_REDUCTIONS),
         "cache": _choice(CACHE_MODES),
         "scoring": _choice(list(SCORING_RULES)),
-        **dict.fromkeys(BOOLEAN_KEYS, _boolean),
+        **dict.fromkeys((*BOOLEAN_KEYS, "for_training"), _boolean),
     }
 
 
@@ -272,7 +246,7 @@ def _memory_problems(settings: Mapping[str, Any]) -> list[str]:
     problems = []
     common = (settings["patch_size"], len(settings["modalities"]), settings["filters"][0])
     runs = [("sw_batch_size", settings.get("sw_batch_size"), False)]
-    if settings.get("batch_size") is not None:
+    if settings.get("batch_size") is not None and flag(settings.get("for_training", True), "for_training"):
         samples = settings["batch_size"] * settings.get("num_samples", 1)
         runs.insert(0, ("batch_size x num_samples", samples, True))
     for name, samples, training in runs:
@@ -319,6 +293,49 @@ def check_settings(settings: Mapping[str, Any], writable: Sequence[str | os.Path
         listed = "\n  - ".join(problems)
         raise InputError(f"{len(problems)} problem(s) in the settings:\n  - {listed}")
     check_writable(*writable)
+
+
+def config_settings(*extra: str) -> dict[str, Any]:
+    """The settings of the config being run, as its workflow reads them: every key with a rule (:func:`rules`)
+    that the config defines, resolved (a ``$`` expression evaluated, an ``@`` reference followed, a command-line
+    override applied), with ``patch_size`` and ``pixdim`` from ``model_preprocessing`` where the config has it (the
+    model's record wins over the keys in inference, evaluation and election). Keys set to ``None`` are left out.
+
+    Call it from a config expression (``initialize``, a handler's argument): the MONAI config parser evaluating that
+    expression is found on the call stack and asked for the keys, so a config lists no settings of its own and a key
+    added to :func:`rules` is checked in every config that has it.
+
+    Args:
+        extra: further keys to include although they have no rule, e.g. ``"dataset_dir"`` for MLflow's params.
+
+    Returns:
+        ``{key: value}``, in the order of :func:`rules` then ``extra``.
+
+    Raises:
+        RuntimeError: when not called while a MONAI config is being parsed.
+    """
+    resolver = _running_config()
+    defined = [key for key in [*rules(), *extra] if resolver.get_item(key) is not None]
+    settings = {key: resolver.get_resolved_content(key) for key in defined}
+    if resolver.get_item("model_preprocessing") is not None:
+        preprocessing = resolver.get_resolved_content("model_preprocessing")
+        settings.update({key: preprocessing[key] for key in ("patch_size", "pixdim")})
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def _running_config() -> ReferenceResolver:
+    """The resolver of the MONAI config whose expression is calling (MONAI 1.6's ``ReferenceResolver``, found as the
+    ``self`` of a frame up the stack)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ReferenceResolver):
+            return owner
+        frame = frame.f_back
+    raise RuntimeError(
+        "config_settings() reads the config being parsed, so it must be called from a config expression such as "
+        '"$bundle.runs.begin_run(...)"; from Python, pass the settings to check_settings() instead.'
+    )
 
 
 def check_writable(*folders: str | os.PathLike) -> None:

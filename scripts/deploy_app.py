@@ -31,7 +31,7 @@ from monai.transforms import Compose, LoadImaged
 
 from bundle.conventions import DEFAULT_MODALITIES as MODALITIES
 from bundle.conventions import case_name, file_stem
-from bundle.data import check_dataset, dataset_convention, discover_cases
+from bundle.data import checked_cases, dataset_convention
 from bundle.errors import InputError, brief, install_excepthook
 from bundle.io import atomic_save_nifti, unreadable_reason
 from bundle.networks import model_preprocessing
@@ -58,9 +58,7 @@ def check_inputs(input_folder: Path, model_path: Path) -> list[dict]:
                 f"{model} is not a readable TorchScript model ({brief(error)}); export it again with "
                 "python -m monai.bundle ckpt_export (see the top of scripts/deploy_app.py)."
             ) from None
-    cases = discover_cases(input_folder, MODALITIES)
-    check_dataset({"test": cases}, MODALITIES, dataset_convention(input_folder, "auto", MODALITIES))
-    return cases
+    return checked_cases(input_folder, MODALITIES, dataset_convention(input_folder, "auto", MODALITIES))
 
 
 class CaseLoaderOperator(Operator):

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose
 from parameterized import parameterized
 
 from bundle.conventions import case_name, file_stem
@@ -185,10 +184,7 @@ class TestLayoutsGiveSameRegions(unittest.TestCase):
         parser = ConfigParser()
         parser.read_config(BUNDLE_ROOT / "configs" / "train.json")
         parser.update({"dataset_dir": str(dataset_dir), "patch_size": [16, 16, 16], "bundle_root": str(BUNDLE_ROOT)})
-        transform = Compose(
-            parser.get_parsed_content("train::preprocessing_transforms")
-            + parser.get_parsed_content("train::intensity_transforms")
-        )
+        transform = parser.get_parsed_content("train::case_preprocessing")
         return [transform(case) for case in discover_cases(dataset_dir)]
 
     def test_same_regions_in_every_layout(self):

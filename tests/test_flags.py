@@ -1,14 +1,17 @@
 """Boolean settings as the command line hands them: "false" must mean false, "maybe" must be refused."""
 
+import tempfile
 import unittest
 
 import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
+from bundle.data import load_datalist
+from bundle.engines import CombinationEvaluator
 from bundle.networks import LCKDNet
 from bundle.settings import flag
-from tests.helpers import BUNDLE_ROOT, CONFIGS, TINY_NETWORK
+from tests.helpers import BUNDLE_ROOT, CONFIGS, NETWORK_KEYS, TINY_NETWORK
 
 TINY = {k: v for k, v in TINY_NETWORK.items() if k != "mlflow"}
 
@@ -40,7 +43,9 @@ def parsed(config: str, key: str, value: str, item: str):
     parser["network"] = "$@network_def"  # untrained: the workflows that load model.pt into it would need one
     if item.endswith("]"):
         handlers, target = item[:-1].split("[")
-        index = next(i for i, h in enumerate(parser[handlers]) if h["_target_"].endswith(target))
+        index = next(
+            i for i, h in enumerate(parser[handlers]) if isinstance(h, dict) and h["_target_"].endswith(target)
+        )
         item = f"{handlers}::{index}::_disabled_"
     return parser.get_parsed_content(item)
 
@@ -59,12 +64,34 @@ USE_SITES = [
     ("inference.json", "shared_encoder", "network_def", lambda net: net.shared_encoder),
     ("inference.json", "amp", "evaluator::amp", bool),
     ("inference.json", "channels_last", "inference_network", lambda net: _channels_last(net)),
-    ("evaluate.json", "hd95", "evaluate::evaluator::hd95", bool),
-    ("evaluate.json", "lesion_wise", "evaluate::evaluator::lesion_wise", bool),
     ("evaluate.json", "compile", "inference_network", lambda net: not isinstance(net, LCKDNet)),
     ("evaluate.json", "mlflow", "evaluate::handlers[MLFlowHandler]", lambda disabled: not disabled),
     ("elect.json", "mlflow", "elect::handlers[TaggedMLFlowHandler]", lambda disabled: not disabled),
 ]
+
+
+class TestBooleanArgumentsOfTheConstructors(unittest.TestCase):
+    """Where a config hands a boolean key straight to a constructor, the constructor reads it strictly."""
+
+    def test_evaluator_switches(self):
+        for text, expected in (("false", False), ("True", True)):
+            evaluator = CombinationEvaluator(
+                torch.nn.Identity(),
+                [],
+                None,
+                ["flair", "t1"],
+                tempfile.mkdtemp(),
+                to_labels=dict,
+                hd95=text,
+                amp=text,
+                lesion_wise=text,
+            )
+            self.assertEqual((evaluator.hd95, evaluator.amp, evaluator.lesion_wise), (expected,) * 3)
+
+    def test_network_and_data_switches(self):
+        self.assertFalse(LCKDNet(**NETWORK_KEYS, shared_encoder="false").shared_encoder)
+        with self.assertRaisesRegex(ValueError, r"--allow_split_overlap must be true or false"):
+            load_datalist(tempfile.mkdtemp(), allow_split_overlap="maybe")
 
 
 class TestBooleanKeysFromTheCommandLine(unittest.TestCase):

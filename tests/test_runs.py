@@ -17,7 +17,7 @@ GOOD = {"max_epochs": 2, "elect_epoch": 1, "modalities": ["flair", "t1", "t1ce",
 @pytest.mark.parametrize("distributed, starts_group", [("false", False), ("0", False), (False, False), ("yes", True)])
 def test_the_process_group_starts_only_when_distributed_reads_true(tmp_path, distributed, starts_group):
     with mock.patch("bundle.runs.init_distributed") as init:
-        begin_run(GOOD, [tmp_path / "out"], distributed=distributed, seed=None)
+        begin_run([tmp_path / "out"], distributed=distributed, seed=None, settings=GOOD)
     assert init.called == starts_group
     assert (tmp_path / "out").is_dir()
 
@@ -29,7 +29,7 @@ def test_settings_are_refused_before_the_metadata_or_the_lock_are_touched(tmp_pa
         mock.patch("bundle.runs.lock_folder", side_effect=lambda *a: calls.append("lock")),
         pytest.raises(InputError, match=r"elect_epoch=3 is after the last epoch"),
     ):
-        begin_run({**GOOD, "elect_epoch": 3}, [], tmp_path / "metadata.json", lock=tmp_path, seed=None)
+        begin_run([], tmp_path / "metadata.json", lock=tmp_path, seed=None, settings={**GOOD, "elect_epoch": 3})
     assert calls == []
 
 
@@ -41,7 +41,7 @@ def test_the_order_of_a_good_start(tmp_path):
         mock.patch("bundle.runs.lock_folder", side_effect=lambda *a: calls.append("lock")),
         mock.patch("bundle.runs.set_determinism", side_effect=lambda **k: calls.append(f"seed {k['seed']}")),
     ):
-        begin_run(GOOD, [], tmp_path / "metadata.json", lock=tmp_path, seed=7)
+        begin_run([], tmp_path / "metadata.json", lock=tmp_path, seed=7, settings=GOOD)
     assert calls == ["settings", "metadata", "lock", "seed 7"]
     assert is_first_process()
 

@@ -8,11 +8,12 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
+from monai.bundle import ConfigParser
 from parameterized import parameterized
 
 from bundle.errors import InputError
-from bundle.settings import check_command_line, check_settings, rules
-from tests.helpers import CONFIGS
+from bundle.settings import check_command_line, check_settings, config_settings, rules
+from tests.helpers import BUNDLE_ROOT, CONFIGS
 
 GOOD = {
     "modalities": ["flair", "t1", "t1ce", "t2"],
@@ -35,21 +36,32 @@ GOOD = {
 
 
 class TestCheckSettings(unittest.TestCase):
-    def test_the_defaults_of_every_config_have_a_rule_and_pass(self):
-        train = json.loads((CONFIGS / "train.json").read_text())
-        for name in ("train.json", "inference.json", "evaluate.json", "elect.json"):
-            config = json.loads((CONFIGS / name).read_text())
-            if name in ("evaluate.json", "elect.json"):  # overrides merged over train.json
-                config = {**train, **config}
-            checked = config["checked_settings"]
-            self.assertEqual(set(checked) - set(rules()), set(), name)
-            literal = {  # None: taken from the model's record (pixdim, patch_size of inference, evaluate, elect)
-                key: config[key]
-                for key in checked
-                if config[key] is not None and not str(config[key]).startswith(("$", "@"))
-            }
-            literal["patch_size"] = [64, 64, 64]  # the default 128^3 needs a GPU's memory for training
-            check_settings(literal)
+    @parameterized.expand([("train.json",), ("inference.json",), ("evaluate.json",), ("elect.json",)])
+    def test_each_config_checks_every_key_it_defines_as_parsed(self, name):
+        parser = ConfigParser()
+        overrides = ("evaluate.json", "elect.json")  # merged over train.json
+        parser.read_config([str(CONFIGS / n) for n in (["train.json"] if name in overrides else []) + [name]])
+        # the default 128^3 patch needs a GPU's memory for training; no model: the record's defaults
+        parser.update({"bundle_root": str(BUNDLE_ROOT), "ckpt_path": "/nonexistent/model.pt", "patch_size": [64] * 3})
+        parser.update({"num_workers": 3, "probe": "$bundle.settings.config_settings()"})
+        settings = parser.get_parsed_content("probe")
+        defined = {key for key in rules() if key in parser.get() and parser.get_parsed_content(key) is not None}
+        self.assertEqual(set(settings), defined | {"patch_size", "pixdim"}, name)
+        self.assertEqual(settings["num_workers"], 3)  # an override, as the workflow reads it
+        self.assertEqual(settings["device"], parser.get_parsed_content("device"))
+        check_settings(settings)
+
+    def test_a_bad_value_stops_the_workflow_before_anything_is_built(self):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json")])
+        parser.update({"bundle_root": str(BUNDLE_ROOT), "ckpt_path": "/nonexistent/model.pt", "overlap": 1.5})
+        with self.assertRaises(RuntimeError) as raised:  # MONAI wraps what an expression raises
+            parser.get_parsed_content("initialize")
+        self.assertRegex(str(raised.exception.__cause__), r"--overlap must be a number >= 0 and < 1; got 1.5")
+
+    def test_config_settings_needs_a_config_being_parsed(self):
+        with self.assertRaisesRegex(RuntimeError, r"must be called from a config expression"):
+            config_settings()
 
     @parameterized.expand(
         [

@@ -19,7 +19,6 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as run_bundle_workflow
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose
 
 from bundle import BUNDLE_ROOT
 from bundle.analysis.alignment import alignment_table, bottleneck_samples
@@ -75,10 +74,7 @@ def _bottleneck(
     network = parser.get_parsed_content("network")
     load_network(network, ckpt)
     # features against the regions on the network's grid: image and label prepared alike, as for training
-    transform = Compose(
-        parser.get_parsed_content("train::preprocessing_transforms")
-        + parser.get_parsed_content("train::intensity_transforms")
-    )
+    transform = parser.get_parsed_content("train::case_preprocessing")
     cases = parser.get_parsed_content("evaluate::dataset").data
     loader = DataLoader(Dataset(cases, transform), batch_size=1, num_workers=0)
     return bottleneck_samples(network, loader, parser.get_parsed_content("device"))

@@ -9,7 +9,7 @@ from bundle.data.discovery import (
     split_cases,
 )
 from bundle.data.synthetic import DEFAULT_TEACHERS, make_case, make_dataset, parse_teachers
-from bundle.data.validation import check_dataset
+from bundle.data.validation import check_dataset, checked_cases
 
 __all__ = [
     "CACHE_MODES",
@@ -24,6 +24,7 @@ __all__ = [
     "optimism",
     "split_cases",
     "check_dataset",
+    "checked_cases",
     "DEFAULT_TEACHERS",
     "make_case",
     "make_dataset",

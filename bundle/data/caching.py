@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import pickle_hashing
-from monai.transforms import convert_to_contiguous
+from monai.transforms import Compose, convert_to_contiguous
 
 from bundle.data.validation import resampled_shape, voxel_sizes
 from bundle.errors import InputError
@@ -178,7 +178,8 @@ def cached_dataset(
 
     Args:
         data: the split's items (``{modality: path, "label": path, ...}``).
-        transform: the whole pipeline; the cached part ends at its first random transform.
+        transform: the whole pipeline, e.g. ``Compose([case_preprocessing, augmentation])``; the cached part ends at
+            its first random transform (nested ``Compose`` are flattened first: MONAI counts a ``Compose`` as random).
         mode: ``"memory"``, ``"disk"`` or ``"none"`` (as from :func:`cache_mode`).
         modalities: the sequence keys of an item, for the disk cache's file signatures.
         cache_dir: the disk cache's folder (created); entries are named by a hash of the case's files and of
@@ -186,6 +187,8 @@ def cached_dataset(
         cache_rate: fraction of the cases in the memory cache.
         num_workers: threads filling the memory cache.
     """
+    if isinstance(transform, Compose):
+        transform = transform.flatten()
     if mode == "memory":
         return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
     if mode == "disk":

@@ -12,6 +12,7 @@ from typing import Any
 
 from bundle.conventions import DEFAULT_MODALITIES, LAYOUTS, MSD, NIFTI_SUFFIXES, check_modalities, file_stem
 from bundle.errors import InputError, InputFileError
+from bundle.flags import flag
 from bundle.io import atomic_write_json, read_json, unreadable_reason
 
 __all__ = [
@@ -138,9 +139,18 @@ def detect_layout(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DE
 
 
 def dataset_convention(
-    dataset_dir: str | os.PathLike, dataset_format: str = "auto", modalities: Sequence[str] = DEFAULT_MODALITIES
+    dataset_dir: str | os.PathLike,
+    dataset_format: str = "auto",
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    absent: str | None = None,
 ) -> str:
-    """Label convention of a dataset (``"brats2021"``, ``"brats2023"`` or ``"msd"``), from its layout."""
+    """Label convention of a dataset (``"brats2021"``, ``"brats2023"`` or ``"msd"``), from its layout.
+
+    ``absent``, when given, is the convention of a ``dataset_dir`` that does not exist (a config parsed to build its
+    network, with no data at hand).
+    """
+    if absent is not None and not os.path.isdir(dataset_dir):
+        return absent
     layout = detect_layout(dataset_dir, modalities) if dataset_format == "auto" else dataset_format
     if layout == MSD:
         return MSD
@@ -433,7 +443,7 @@ def load_datalist(
     seed: int = 0,
     split_file: str | os.PathLike | None = None,
     split_lists: dict[str, str] | None = None,
-    allow_split_overlap: bool = False,
+    allow_split_overlap: bool | str = False,
     exclude: Sequence[str | os.PathLike] = (),
 ) -> dict[str, list[dict]]:
     """The dataset's split, read from ``datalist_file`` or made once and written there.
@@ -452,6 +462,7 @@ def load_datalist(
         FileNotFoundError: when the datalist names a file that does not exist.
     """
     modalities = check_modalities(modalities)
+    allow_split_overlap = flag(allow_split_overlap, "allow_split_overlap")
     if split_file:
         return split_from_file(
             dataset_dir, split_file, split_lists, modalities, dataset_format, allow_split_overlap, exclude

@@ -20,12 +20,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bundle.conventions import LABEL_CONVENTIONS, check_modalities
+from bundle.conventions import DEFAULT_MODALITIES, LABEL_CONVENTIONS, check_modalities
+from bundle.data.discovery import discover_cases
 from bundle.errors import InputError
+from bundle.flags import flag
 from bundle.io import atomic_write_json, file_signature, read_json, unreadable_reason
 from bundle.memory import device_memory
 
 __all__ = [
+    "checked_cases",
     "check_dataset",
     "voxel_sizes",
     "resampled_shape",
@@ -296,7 +299,7 @@ def check_dataset(
     cache_file: str | os.PathLike | None = None,
     for_training: bool = False,
     pixdim: Sequence[float] = (1.0, 1.0, 1.0),
-    allow_absent_modalities: bool = False,
+    allow_absent_modalities: bool | str = False,
 ) -> Mapping[str, Sequence[Mapping[str, Any]]]:
     """Check every file of ``datalist`` before a workflow uses it; return ``datalist`` unchanged.
 
@@ -326,7 +329,8 @@ def check_dataset(
         for_training: check the splits a training needs (train.json sets it).
         pixdim: voxel size (mm) the workflow resamples to, for the memory estimate.
         allow_absent_modalities: with ``for_training``, accept a modality that no training case has: a site
-            of a federated run that never acquires it (the other sites train it; configs/federated.json).
+            of a federated run that never acquires it (the other sites train it; configs/federated.json). Read
+            with :func:`bundle.flags.flag`, so the command line's ``"false"`` is false.
 
     Returns:
         ``datalist``.
@@ -335,6 +339,7 @@ def check_dataset(
         InputError: listing every problem found (up to 20, then how many more).
     """
     modalities = check_modalities(modalities)
+    allow_absent_modalities = flag(allow_absent_modalities, "allow_absent_modalities")
     if label_convention not in LABEL_CONVENTIONS:
         raise InputError(f"label_convention must be one of {list(LABEL_CONVENTIONS)}, got {label_convention!r}.")
     label_values = [0, *LABEL_CONVENTIONS[label_convention].values()]
@@ -381,3 +386,31 @@ def check_dataset(
         raise InputError(f"{len(problems)} problem(s) in the dataset:\n  - {listed}{more}")
     logger.info(f"dataset check: {len(cases)} cases passed in {time.monotonic() - start:.1f} s")
     return datalist
+
+
+def checked_cases(
+    dataset_dir: str | os.PathLike,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    label_convention: str = "brats2021",
+    dataset_format: str = "auto",
+    affine_tolerance: float = 1e-3,
+    pixdim: Sequence[float] = (1.0, 1.0, 1.0),
+    exclude: Sequence[str | os.PathLike] = (),
+) -> list[dict]:
+    """Every case of a folder to run a model on (:func:`bundle.data.discover_cases`, any layout the bundle reads),
+    checked as :func:`check_dataset` checks a test split; labels are optional.
+
+    Args:
+        dataset_dir: the folder.
+        modalities: the model's sequences, in channel order.
+        label_convention: label values of the labels that are there.
+        dataset_format: ``"auto"`` or a layout name.
+        affine_tolerance: largest allowed difference between the affines of one case's files.
+        pixdim: voxel size (mm) the model resamples to, for the memory estimate.
+        exclude: folders inside ``dataset_dir`` that hold no input (e.g. the output folder).
+
+    Raises:
+        InputError: listing every problem found.
+    """
+    cases = discover_cases(dataset_dir, modalities, dataset_format, exclude=exclude)
+    return list(check_dataset({"test": cases}, modalities, label_convention, affine_tolerance, pixdim=pixdim)["test"])

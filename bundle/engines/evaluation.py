@@ -24,6 +24,7 @@ from bundle.conventions import (
     modality_combinations,
 )
 from bundle.errors import InputError
+from bundle.flags import flag
 from bundle.metadata import EXPECTED_DICE_KEY, update_metadata
 from bundle.metrics.combinations import case_combination_metrics
 from bundle.metrics.scoring import check_rules
@@ -65,7 +66,8 @@ class CombinationEvaluator(Engine):
         convention: label values of the dataset (and of the label maps ``to_labels`` makes).
         scoring: rule set, a key of :data:`bundle.metrics.scoring.SCORING_RULES`.
         device: where to run.
-        hd95: also the distance metrics.
+        hd95: also the distance metrics (``hd95``, ``amp`` and ``lesion_wise`` are read with
+            :func:`bundle.flags.flag`: the command line's ``"false"`` is false).
         val_handlers: Ignite/MONAI handlers to attach (named as in MONAI's evaluators).
         amp: run the network in mixed precision (``torch.autocast``; for GPUs).
         lesion_wise: also the rule set's lesion-wise metrics.
@@ -89,10 +91,10 @@ class CombinationEvaluator(Engine):
         convention: str = "brats2021",
         scoring: str = "brats2025",
         device: torch.device | str = "cpu",
-        hd95: bool = True,
+        hd95: bool | str = True,
         val_handlers: Sequence[Any] | None = None,
-        amp: bool = False,
-        lesion_wise: bool = True,
+        amp: bool | str = False,
+        lesion_wise: bool | str = True,
         split: str = "unnamed split",
         optimistic: str | None = None,
         metadata_file: str | os.PathLike | None = None,
@@ -110,9 +112,9 @@ class CombinationEvaluator(Engine):
         self.convention = convention
         self.scoring = check_rules(scoring)
         self.device = device
-        self.hd95 = bool(hd95)
-        self.amp = bool(amp)
-        self.lesion_wise = bool(lesion_wise)
+        self.hd95 = flag(hd95, "hd95")
+        self.amp = flag(amp, "amp")
+        self.lesion_wise = flag(lesion_wise, "lesion_wise")
         self.split = split
         self.optimistic = optimistic
         self.metadata_file = metadata_file

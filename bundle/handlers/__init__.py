@@ -12,7 +12,13 @@ from bundle.handlers.checkpoint import (
 from bundle.handlers.dropping import DROPPING_SCHEDULES, ModalityDropping, draw_kept_sequences
 from bundle.handlers.election import ElectionHandler
 from bundle.handlers.guards import ReraiseErrors, StopOnNonFiniteLoss, batch_cases
-from bundle.handlers.selection import SELECTION_METRICS, CombinationDiceHandler, selection_metric
+from bundle.handlers.selection import (
+    SELECTION_METRICS,
+    CombinationDiceHandler,
+    best_model_saver,
+    region_dice_metrics,
+    selection_metric,
+)
 from bundle.handlers.stats import LOSS_TERMS, loss_terms
 from bundle.handlers.tracking import TaggedMLFlowHandler
 
@@ -33,6 +39,8 @@ __all__ = [
     "SELECTION_METRICS",
     "CombinationDiceHandler",
     "selection_metric",
+    "best_model_saver",
+    "region_dice_metrics",
     "LOSS_TERMS",
     "loss_terms",
     "TaggedMLFlowHandler",

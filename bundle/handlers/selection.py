@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import MeanDice, from_engine
 from torch import nn
 
 from bundle.conventions import check_modalities, combination_masks
 from bundle.distributed import unwrap
 from bundle.errors import InputError
+from bundle.handlers.checkpoint import AtomicCheckpointSaver
 from bundle.metrics.combinations import combination_dice
 from bundle.transforms.labels import PredictionToLabelsd
 
-__all__ = ["SELECTION_METRICS", "selection_metric", "CombinationDiceHandler"]
+__all__ = ["SELECTION_METRICS", "selection_metric", "best_model_saver", "region_dice_metrics", "CombinationDiceHandler"]
 
 SELECTION_METRICS = {"combinations": "val_combinations_dice", "all_sequences": "val_mean_dice", "last": "val_epoch"}
 """``select_model`` value -> the validator metric the best-model checkpoint keeps the maximum of."""
@@ -31,6 +35,49 @@ def selection_metric(select_model: str) -> str:
     if select_model not in SELECTION_METRICS:
         raise InputError(f"select_model must be one of {list(SELECTION_METRICS)}, got {select_model!r}.")
     return SELECTION_METRICS[select_model]
+
+
+def best_model_saver(
+    network: nn.Module,
+    path: str | os.PathLike,
+    select_model: str,
+    on_key_metric_save: Callable[[Mapping | None], None] | None = None,
+) -> AtomicCheckpointSaver:
+    """The validator's handler that writes ``network``'s weights to ``path`` (``models/model.pt``) each time the
+    metric ``select_model`` names reaches a new best, atomically.
+
+    Args:
+        network: the trained network.
+        path: the model file.
+        select_model: a key of :data:`SELECTION_METRICS`.
+        on_key_metric_save: called after each write, e.g. :meth:`bundle.handlers.ElectionHandler.model_saved`.
+    """
+    path = Path(path)
+    return AtomicCheckpointSaver(
+        save_dir=str(path.parent),
+        save_dict={"model": network},
+        save_key_metric=True,
+        key_metric_filename=path.name,
+        key_metric_save_state=False,
+        key_metric_name=selection_metric(select_model),
+        on_key_metric_save=on_key_metric_save,
+    )
+
+
+def region_dice_metrics(regions: Sequence[str] = ("et", "tc", "wt")) -> dict[str, MeanDice]:
+    """``val_dice_<region>`` for each region: MONAI's ``MeanDice`` of the validator's ``pred_<region>`` and
+    ``label_<region>`` (as ``SplitDimd`` names the regions of a label map).
+
+    Example:
+        >>> sorted(region_dice_metrics())
+        ['val_dice_et', 'val_dice_tc', 'val_dice_wt']
+    """
+    return {
+        f"val_dice_{region}": MeanDice(
+            include_background=True, output_transform=from_engine([f"pred_{region}", f"label_{region}"])
+        )
+        for region in regions
+    }
 
 
 class CombinationDiceHandler:

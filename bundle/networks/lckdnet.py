@@ -13,6 +13,7 @@ from torch import nn
 
 from bundle.conventions import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
 from bundle.errors import InputError
+from bundle.flags import flag
 from bundle.networks.inferer import presence_mask
 
 __all__ = ["LCKDNet", "FILL_MODES", "plain", "encode_record", "decode_record"]
@@ -82,7 +83,8 @@ class LCKDNet(nn.Module):
         kernel_size: convolution kernel size per level, as in ``monai.networks.nets.DynUNet``.
         strides: convolution stride per level (the first is usually 1), as in DynUNet.
         filters: number of feature channels per level of each encoder and of the decoder.
-        shared_encoder: one encoder for all sequences (``True``) or one per sequence (``False``).
+        shared_encoder: one encoder for all sequences (``True``) or one per sequence (``False``); the command
+            line's ``"false"`` is false (:func:`bundle.flags.flag`).
         fill: where absent sequences get the mean of present ones: one of :data:`FILL_MODES`.
         norm_name: normalization layer of the residual blocks.
         act_name: activation of the residual blocks.
@@ -117,7 +119,7 @@ class LCKDNet(nn.Module):
         kernel_size: Sequence[Sequence[int] | int] = (3, 3, 3, 3),
         strides: Sequence[Sequence[int] | int] = (1, 2, 2, 2),
         filters: Sequence[int] = (16, 32, 64, 128),
-        shared_encoder: bool = True,
+        shared_encoder: bool | str = True,
         fill: str = "all_levels",
         norm_name: tuple | str = ("INSTANCE", {"affine": True}),
         act_name: tuple | str = ("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
@@ -136,6 +138,7 @@ class LCKDNet(nn.Module):
                 f"filters must give one positive width per level ({len(strides)} levels from strides), "
                 f"got filters={list(filters)}."
             )
+        shared_encoder = flag(shared_encoder, "shared_encoder")
         if fill not in FILL_MODES:
             raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
         if out_channels < 1:
@@ -147,7 +150,7 @@ class LCKDNet(nn.Module):
                 "kernel_size": plain(kernel_size),
                 "strides": plain(strides),
                 "filters": [int(f) for f in filters],
-                "shared_encoder": bool(shared_encoder),
+                "shared_encoder": shared_encoder,
                 "fill": fill,
             },
             "teachers": None,
@@ -157,7 +160,7 @@ class LCKDNet(nn.Module):
         self.num_modalities = len(self.modalities)
         self.filters = [int(f) for f in filters]
         self.strides = list(strides)
-        self.shared_encoder = bool(shared_encoder)
+        self.shared_encoder = shared_encoder
         self.fill_all_levels = fill == "all_levels"
         self.divisor: List[int] = downsampling(strides)
 

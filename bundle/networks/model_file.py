@@ -34,6 +34,7 @@ from bundle.distributed import unwrap
 from bundle.errors import InputError, InputFileError, brief
 from bundle.io import atomic_write, file_signature, unreadable_reason
 from bundle.networks.lckdnet import LCKDNet, decode_record, plain
+from bundle.transforms.preprocessing import APPLIED_PREPROCESSING
 
 __all__ = [
     "PREPROCESSING_DEFAULTS",
@@ -63,8 +64,6 @@ PREPROCESSING_DEFAULTS: dict[str, Any] = {
 (``pixdim``, mm), the training patch and so the largest inference window (``patch_size``), the orientation, the
 intensity normalisation (each sequence z-scored over its non-zero voxels) and crop (to the non-zero voxels, the
 brain) this bundle applies, and the label convention of the training data."""
-
-_APPLIED = {"intensity": "nonzero_zscore", "crop": "foreground"}
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +233,7 @@ def model_preprocessing(
             )
         return {**PREPROCESSING_DEFAULTS, **given}
     resolved = {**PREPROCESSING_DEFAULTS, **recorded}
-    for key, applied in _APPLIED.items():
+    for key, applied in APPLIED_PREPROCESSING.items():
         if resolved[key] != applied:
             raise InputError(
                 f"{source} was trained with {key}={resolved[key]!r}, which this bundle does not apply (it applies "

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bundle.flags import flag
+
 __all__ = ["inference_network"]
 
 
-def inference_network(network: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
+def inference_network(network: nn.Module, channels_last: bool | str = False, compile: bool | str = False) -> nn.Module:
     """The network to run inference with, after optional speed-ups; weights stay shared with ``network``.
 
     Args:
@@ -16,6 +18,7 @@ def inference_network(network: nn.Module, channels_last: bool = False, compile: 
         channels_last: store its weights as ``torch.channels_last_3d``; 3D convolutions then run
             in that layout (helps on GPUs with tensor cores; measure with ``scripts/benchmark.py``).
         compile: wrap it in ``torch.compile`` (first call compiles; needs a C++ compiler on CPU).
+        Both are boolean settings read with :func:`bundle.flags.flag` (the command line's ``"false"`` is false).
 
     Returns:
         ``network`` itself, or a compiled module sharing its parameters.
@@ -25,8 +28,8 @@ def inference_network(network: nn.Module, channels_last: bool = False, compile: 
         >>> conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
         True
     """
-    if channels_last:
+    if flag(channels_last, "channels_last"):
         network = network.to(memory_format=torch.channels_last_3d)
-    if compile:
+    if flag(compile, "compile"):
         network = torch.compile(network)
     return network
