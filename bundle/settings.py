@@ -3,14 +3,15 @@ the memory one step needs, and the folders it writes.
 
 ``python -m monai.bundle run`` hands command-line values over as Python literals (``--max_epochs 2.5`` is a
 float, ``--resume false`` the string ``"false"``) and accepts any key, so a typo such as ``--max_epoch 2``
-would otherwise pass unnoticed. Each config's ``initialize`` calls :func:`check_settings` with its
-settings, which lists every problem in one error before any data is read.
+would otherwise pass unnoticed. Each config's ``initialize`` calls :func:`bundle.runs.begin_run`, which checks the
+settings the config defines (:func:`config_settings`) and lists every problem in one error before any data is read.
 
-Where each check lives: this module checks every key a workflow reads, before any data is read or cached (types,
-ranges, the relations between keys such as ``elect_epoch`` after ``max_epochs``, and the memory a step needs); a
-constructor checks only what its own arguments must satisfy for the object to work at all, which a caller of the
-Python API needs as well. The two share their allowed values (``FILL_MODES``, ``CACHE_MODES`` ...) and one
-divisibility rule (:func:`bundle.networks.lckdnet.downsampling`), so they cannot disagree.
+Where each check lives: a key that one constructor takes is checked by a function beside that constructor
+(``check_fill``, ``check_levels``, ``check_ckd_weight``, ``check_cache``, ``check_elect_epoch``, ``check_modalities``
+...), which the constructor calls and :func:`rules` calls too, earlier, so that a bad ``--fill`` is refused before
+minutes of caching; this module holds the checks no constructor owns (the types and ranges of the other keys, the
+relations between keys such as ``elect_epoch`` after ``max_epochs``, and the memory a step needs) and one
+divisibility rule (:func:`bundle.networks.lckdnet.downsampling`) shared with the network and the inference window.
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ import torch
 from monai.bundle import ReferenceResolver
 
 from bundle.conventions import check_modalities
-from bundle.data.caching import CACHE_MODES
+from bundle.data.caching import check_cache
 from bundle.errors import InputError, install_excepthook
 from bundle.flags import flag
 from bundle.handlers.dropping import DROPPING_SCHEDULES
+from bundle.handlers.election import check_elect_epoch, check_reelect_every
 from bundle.handlers.selection import SELECTION_METRICS
-from bundle.losses.ckd import CKD_REDUCTIONS
+from bundle.losses.ckd import CKD_REDUCTIONS, check_ckd_weight
 from bundle.memory import device_memory, step_memory
 from bundle.metrics.scoring import SCORING_RULES
-from bundle.networks.lckdnet import FILL_MODES, downsampling
+from bundle.networks.lckdnet import check_fill, check_levels, downsampling
 
 __all__ = ["BOOLEAN_KEYS", "flag", "config_settings", "check_settings", "check_writable", "check_command_line", "rules"]
 
@@ -128,12 +130,18 @@ def _device(value: Any) -> str | None:
     return None
 
 
-def _modalities(value: Any) -> str | None:
-    try:
-        check_modalities(value)
-    except InputError as error:
-        return str(error).split(", got")[0].removeprefix("modalities must be ")
-    return None
+def _checked_by(check: Callable[[Any], Any], key: str) -> Callable[[Any], str | None]:
+    """The rule of a key whose constructor checks it: that check, run before any data is read, its one-line error
+    ("<key> must be ..., got ...") turned into what the key must be."""
+
+    def rule(value: Any) -> str | None:
+        try:
+            check(value)
+        except (InputError, TypeError, ValueError) as error:
+            return str(error).split(", got")[0].removeprefix(f"{key} must be ")
+        return None
+
+    return rule
 
 
 def _boolean(value: Any) -> str | None:
@@ -150,8 +158,8 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
     return {
         "max_epochs": _whole(1),
         "val_interval": _whole(1),
-        "elect_epoch": _whole(1),
-        "reelect_every": _whole(0),
+        "elect_epoch": _checked_by(check_elect_epoch, "elect_epoch"),
+        "reelect_every": _checked_by(check_reelect_every, "reelect_every"),
         "warmup_epochs": _whole(0),
         "batch_size": _whole(1),
         "num_samples": _whole(1),
@@ -163,7 +171,7 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "min_component_voxels": _whole(0),
         "et_min_voxels": _whole(0),
         "learning_rate": _number(0, low_open=True),
-        "ckd_weight": _number(0),
+        "ckd_weight": _checked_by(check_ckd_weight, "ckd_weight"),
         "overlap": _number(0, 1),
         "val_fraction": _number(0, 1),
         "test_fraction": _number(0, 1),
@@ -176,13 +184,13 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "filters": _ints(),
         "kernel_size": _levels,
         "strides": _levels,
-        "modalities": _modalities,
+        "modalities": _checked_by(check_modalities, "modalities"),
         "device": _device,
-        "fill": _choice(FILL_MODES),
+        "fill": _checked_by(check_fill, "fill"),
         "dropping": _choice(DROPPING_SCHEDULES),
         "select_model": _choice(list(SELECTION_METRICS)),
         "ckd_reduction": _choice(CKD_REDUCTIONS),
-        "cache": _choice(CACHE_MODES),
+        "cache": _checked_by(check_cache, "cache"),
         "scoring": _choice(list(SCORING_RULES)),
         **dict.fromkeys((*BOOLEAN_KEYS, "for_training"), _boolean),
     }
@@ -207,12 +215,11 @@ def _cross_checks(settings: Mapping[str, Any]) -> list[str]:
                     f"{lower + factor}."
                 )
                 break
-    for level_key in ("kernel_size", "strides"):
-        filters, levels = settings.get("filters"), settings.get(level_key)
-        if filters is not None and levels is not None and len(filters) != len(levels):
-            problems.append(
-                f"filters has {len(filters)} levels but {level_key} has {len(levels)}; give one value per level."
-            )
+    if all(settings.get(key) is not None for key in ("filters", "kernel_size", "strides")):
+        try:
+            check_levels(settings["filters"], settings["kernel_size"], settings["strides"])
+        except InputError as error:
+            problems.append(str(error))
     max_epochs = settings.get("max_epochs")
     elect_epoch = settings.get("elect_epoch")
     if max_epochs is not None and elect_epoch is not None and elect_epoch > max_epochs:

@@ -450,9 +450,9 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     (
         "negative_ckd_weight",
         lambda root: check_settings({"ckd_weight": -0.1}),
-        r"--ckd_weight must be a number >= 0; got -0.1",
+        r"--ckd_weight must be a number >= 0 \(0 turns distillation off\); got -0.1",
     ),
-    ("negative_ckd_weight_in_loss", lambda root: LCKDLoss(ckd_weight=-1.0), r"ckd_weight must be >= 0"),
+    ("negative_ckd_weight_in_loss", lambda root: LCKDLoss(ckd_weight=-1.0), r"ckd_weight must be a number >= 0"),
     (
         "teachers_in_metadata_name_a_modality_the_model_lacks",
         lambda root: read_teachers(

@@ -101,7 +101,7 @@ class TestLCKDLoss(unittest.TestCase):
 
     @parameterized.expand(
         [
-            ({"ckd_weight": -0.1}, "ckd_weight must be >= 0"),
+            ({"ckd_weight": -0.1}, "ckd_weight must be a number >= 0"),
             ({"teachers": {"ET": "dwi", "TC": "t1ce", "WT": "flair"}}, "modalities in"),
             ({"teachers": {"XX": "t1", "TC": "t1ce", "WT": "flair"}}, "regions must be in"),
         ]

@@ -366,7 +366,9 @@ class TestElectionHandler(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "same modalities"):
             handler.load_state_dict({"modalities": ["t1", "t2"], "teachers": {"ET": "t1", "TC": "t1", "WT": "t2"}})
 
-    @parameterized.expand([({"elect_epoch": 0}, "elect_epoch must be >= 1"), ({"reelect_every": -1}, "reelect_every")])
+    @parameterized.expand(
+        [({"elect_epoch": 0}, "elect_epoch must be a whole number >= 1"), ({"reelect_every": -1}, "reelect_every")]
+    )
     def test_bad_options(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
             ElectionHandler(OracleNet(self.label), [], SimpleInferer(), MODALITIES, **kwargs)

@@ -93,7 +93,11 @@ class TestCheckSettings(unittest.TestCase):
 
     @parameterized.expand(
         [
-            ("levels_differ", {"kernel_size": [3, 3, 3]}, r"filters has 5 levels but kernel_size has 3"),
+            (
+                "levels_differ",
+                {"kernel_size": [3, 3, 3]},
+                r"kernel_size and strides must have the same length.*kernel_size=\[3, 3, 3\]",
+            ),
             ("warmup_after_end", {"warmup_epochs": 300}, r"warmup_epochs=300 is not before the last epoch"),
             ("fractions_leave_no_training", {"val_fraction": 0.6, "test_fraction": 0.4}, r"must be below 1"),
             ("patch_beyond_memory", {"patch_size": [512, 512, 512]}, r"needs about \d+\.\d GB for one training step"),

@@ -30,7 +30,7 @@ from bundle.errors import InputError
 from bundle.io import file_signature
 from bundle.memory import CACHED_BYTES_PER_VOXEL, device_memory
 
-__all__ = ["CACHE_MODES", "MEMORY_CACHE_FRACTION", "cache_size", "cache_mode", "cached_dataset"]
+__all__ = ["CACHE_MODES", "check_cache", "MEMORY_CACHE_FRACTION", "cache_size", "cache_mode", "cached_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,18 @@ CACHE_MODES = ("auto", "memory", "disk", "none")
 """``memory``: MONAI ``CacheDataset`` (``cache_rate`` of the cases in RAM); ``disk``: ``PersistentDataset`` in
 ``cache_dir``; ``none``: every sample read from the NIfTI files; ``auto``: memory when :func:`cache_size` of the
 training and validation cases is at most :data:`MEMORY_CACHE_FRACTION` of RAM, disk otherwise."""
+
+
+def check_cache(cache: Any) -> str:
+    """``cache`` as :func:`cache_mode` takes it (also checked by ``bundle.settings`` before a workflow reads data).
+
+    Raises:
+        InputError: naming the allowed values.
+    """
+    if cache not in CACHE_MODES:
+        raise InputError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}.")
+    return cache
+
 
 MEMORY_CACHE_FRACTION = 0.5
 """Largest fraction of the machine's RAM that ``cache="auto"`` gives to cases (the rest: the network, the data
@@ -81,8 +93,7 @@ def cache_mode(
         ``"memory"``, ``"disk"`` or ``"none"``; ``"auto"`` becomes ``"memory"`` when ``cache_rate`` of the
         estimated cache fits :data:`MEMORY_CACHE_FRACTION` of RAM, ``"disk"`` otherwise (logged with the sizes).
     """
-    if cache not in CACHE_MODES:
-        raise InputError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}.")
+    check_cache(cache)
     if cache != "auto":
         return cache
     needed = cache_size(items, modalities, pixdim) * cache_rate

@@ -29,9 +29,29 @@ from bundle.networks.model_file import record_election
 from bundle.reports.logs import format_election, format_teachers
 from bundle.transforms.labels import PredictionToLabelsd
 
-__all__ = ["ElectionHandler"]
+__all__ = ["ElectionHandler", "check_elect_epoch", "check_reelect_every"]
 
 MODEL_ELECTION = "model_election"
+
+
+def _whole_number(value: Any, key: str, minimum: int, meaning: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{key} must be a whole number >= {minimum} ({meaning}), got {value!r}.")
+    return value
+
+
+def check_elect_epoch(elect_epoch: Any) -> int:
+    """``elect_epoch`` as :class:`ElectionHandler` takes it (also checked by ``bundle.settings`` before a workflow
+    reads data). Raises InputError for anything but a whole number >= 1."""
+    return _whole_number(elect_epoch, "elect_epoch", 1, "epochs of warm-up before the first election")
+
+
+def check_reelect_every(reelect_every: Any) -> int:
+    """``reelect_every`` as :class:`ElectionHandler` takes it (also checked by ``bundle.settings``). Raises
+    InputError for anything but a whole number >= 0."""
+    return _whole_number(reelect_every, "reelect_every", 0, "0 = elect once")
+
+
 """Key, in a training checkpoint's ``lckd`` entry, of the election of the weights last written to model.pt."""
 
 logger = logging.getLogger(__name__)
@@ -92,12 +112,8 @@ class ElectionHandler:
         convention: str = "brats2021",
         write_on_elect: bool = True,
     ) -> None:
-        if elect_epoch < 1:
-            raise InputError(
-                f"elect_epoch must be >= 1 (epochs of warm-up before the first election), got {elect_epoch}."
-            )
-        if reelect_every < 0:
-            raise InputError(f"reelect_every must be >= 0 (0 = elect once), got {reelect_every}.")
+        check_elect_epoch(elect_epoch)
+        check_reelect_every(reelect_every)
         self.network = unwrap(network)
         self.data_loader = data_loader
         self.inferer = inferer

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from ignite.engine import Engine
@@ -13,9 +15,20 @@ from torch import nn
 from bundle.conventions import DEFAULT_MODALITIES, check_modalities, check_teachers
 from bundle.errors import InputError
 
-__all__ = ["CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
+__all__ = ["CKD_REDUCTIONS", "check_ckd_weight", "CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
 
 CKD_REDUCTIONS = ("sum", "mean")
+
+
+def check_ckd_weight(ckd_weight: Any) -> float:
+    """``ckd_weight`` as :class:`LCKDLoss` takes it (also checked by ``bundle.settings`` before a workflow reads data).
+
+    Raises:
+        InputError: for anything but a finite number >= 0.
+    """
+    if isinstance(ckd_weight, bool) or not isinstance(ckd_weight, (int, float)) or not 0 <= ckd_weight < math.inf:
+        raise InputError(f"ckd_weight must be a number >= 0 (0 turns distillation off), got {ckd_weight!r}.")
+    return float(ckd_weight)
 
 
 class CKDLoss(nn.Module):
@@ -129,10 +142,8 @@ class LCKDLoss(nn.Module):
         teachers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if ckd_weight < 0:
-            raise InputError(f"ckd_weight must be >= 0 (0 turns distillation off), got {ckd_weight}.")
+        self.ckd_weight = check_ckd_weight(ckd_weight)
         self.modalities = check_modalities(modalities)
-        self.ckd_weight = float(ckd_weight)
         self.seg_loss = seg_loss if seg_loss is not None else RegionDiceBCELoss()
         self.ckd = CKDLoss(ckd_reduction)
         self.teachers: dict[str, str] | None = None

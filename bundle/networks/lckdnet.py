@@ -128,19 +128,9 @@ class LCKDNet(nn.Module):
     ) -> None:
         super().__init__()
         self.modalities = check_modalities(modalities)
-        if len(kernel_size) != len(strides) or len(strides) < 2:
-            raise InputError(
-                f"kernel_size and strides must have the same length (one entry per level, at least 2), "
-                f"got kernel_size={list(kernel_size)} and strides={list(strides)}."
-            )
-        if len(filters) != len(strides) or any(int(f) < 1 for f in filters):
-            raise InputError(
-                f"filters must give one positive width per level ({len(strides)} levels from strides), "
-                f"got filters={list(filters)}."
-            )
+        check_levels(filters, kernel_size, strides)
         shared_encoder = flag(shared_encoder, "shared_encoder")
-        if fill not in FILL_MODES:
-            raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
+        check_fill(fill)
         if out_channels < 1:
             raise InputError(f"out_channels must be at least 1, got {out_channels}.")
         self.record = {
@@ -351,6 +341,38 @@ def _mean_fill(feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     count = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
     mean = (feature * weight).sum(dim=1, keepdim=True) / count
     return feature * weight + mean * (1.0 - weight)
+
+
+def check_fill(fill: Any) -> str:
+    """``fill`` as :class:`LCKDNet` takes it (also checked by ``bundle.settings`` before a workflow reads data).
+
+    Raises:
+        InputError: naming the allowed values.
+    """
+    if fill not in FILL_MODES:
+        raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
+    return fill
+
+
+def check_levels(
+    filters: Sequence[int], kernel_size: Sequence[Sequence[int] | int], strides: Sequence[Sequence[int] | int]
+) -> None:
+    """One filter width, kernel size and stride per level, at least two levels (as :class:`LCKDNet` needs; also
+    checked by ``bundle.settings`` before a workflow reads data).
+
+    Raises:
+        InputError: naming the lengths given.
+    """
+    if len(kernel_size) != len(strides) or len(strides) < 2:
+        raise InputError(
+            f"kernel_size and strides must have the same length (one entry per level, at least 2), "
+            f"got kernel_size={list(kernel_size)} and strides={list(strides)}."
+        )
+    if len(filters) != len(strides) or any(int(f) < 1 for f in filters):
+        raise InputError(
+            f"filters must give one positive width per level ({len(strides)} levels from strides), "
+            f"got filters={list(filters)}."
+        )
 
 
 def downsampling(strides: Sequence[Sequence[int] | int]) -> List[int]:
