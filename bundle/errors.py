@@ -4,10 +4,9 @@ Every check of the bundle raises :class:`InputError` (a ``ValueError``) or :clas
 (also a ``FileNotFoundError``) with what file or key is wrong, what was found, what is allowed and
 how to fix it. ``python -m monai.bundle run`` wraps errors raised in config expressions and
 transforms in ``RuntimeError``\\ s; :func:`excepthook` finds the ``InputError`` behind them and prints
-its message alone. The entry points install it (each config's first ``initialize`` step, through
-:func:`bundle.settings.check_command_line`, each script's ``main``, and importing the package under
-``python -m monai.bundle``, for commands such as ``ckpt_export`` that run no ``initialize``); any other process
-that imports the package (a MONAI Label server) keeps its own hook. Set ``LCKD_TRACEBACK=1`` to see
+its message alone. The entry points install it (importing the package under ``python -m monai.bundle``, which
+every config does first, and each script's ``main``); any other process that imports the package (a MONAI Label
+server) keeps its own hook. Set ``LCKD_TRACEBACK=1`` to see
 the full traceback.
 """
 
@@ -15,9 +14,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from types import TracebackType
 
-__all__ = ["InputError", "InputFileError", "brief", "input_error_of", "excepthook", "install_excepthook"]
+__all__ = [
+    "InputError",
+    "InputFileError",
+    "check_choice",
+    "brief",
+    "input_error_of",
+    "excepthook",
+    "install_excepthook",
+]
 
 TRACEBACK_ENV = "LCKD_TRACEBACK"
 
@@ -28,6 +36,23 @@ class InputError(ValueError):
 
 class InputFileError(InputError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+def check_choice(key: str, value: object, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``.
+
+    Raises:
+        InputError: ``"<key> must be one of [...], got <value>."``
+
+    Example:
+        >>> check_choice("fill", "zeros", ("all_levels", "bottleneck"))
+        Traceback (most recent call last):
+        ...
+        bundle.errors.InputError: fill must be one of ['all_levels', 'bottleneck'], got 'zeros'.
+    """
+    if value not in allowed:
+        raise InputError(f"{key} must be one of {list(allowed)}, got {value!r}.")
+    return str(value)
 
 
 def brief(error: BaseException, limit: int = 160) -> str:

@@ -26,7 +26,7 @@ from monai.data.utils import pickle_hashing
 from monai.transforms import Compose, convert_to_contiguous
 
 from bundle.data.validation import resampled_shape, voxel_sizes
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 from bundle.io import file_signature
 from bundle.memory import CACHED_BYTES_PER_VOXEL, device_memory
 
@@ -46,9 +46,7 @@ def check_cache(cache: Any) -> str:
     Raises:
         InputError: naming the allowed values.
     """
-    if cache not in CACHE_MODES:
-        raise InputError(f"cache must be one of {list(CACHE_MODES)}, got {cache!r}.")
-    return cache
+    return check_choice("cache", cache, CACHE_MODES)
 
 
 MEMORY_CACHE_FRACTION = 0.5

@@ -14,7 +14,7 @@ from torch import nn
 
 from bundle.conventions import check_modalities, combination_masks
 from bundle.distributed import unwrap
-from bundle.errors import InputError
+from bundle.errors import check_choice
 from bundle.handlers.checkpoint import AtomicCheckpointSaver
 from bundle.metrics.combinations import combination_dice
 from bundle.transforms.labels import PredictionToLabelsd
@@ -32,8 +32,7 @@ def selection_metric(select_model: str) -> str:
         >>> selection_metric("combinations")
         'val_combinations_dice'
     """
-    if select_model not in SELECTION_METRICS:
-        raise InputError(f"select_model must be one of {list(SELECTION_METRICS)}, got {select_model!r}.")
+    check_choice("select_model", select_model, list(SELECTION_METRICS))
     return SELECTION_METRICS[select_model]
 
 

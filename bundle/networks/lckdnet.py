@@ -12,7 +12,7 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, Unet
 from torch import nn
 
 from bundle.conventions import DEFAULT_MODALITIES, NETWORK_REGIONS, check_modalities
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 from bundle.flags import flag
 from bundle.networks.inferer import presence_mask
 
@@ -349,9 +349,7 @@ def check_fill(fill: Any) -> str:
     Raises:
         InputError: naming the allowed values.
     """
-    if fill not in FILL_MODES:
-        raise InputError(f"fill must be one of {list(FILL_MODES)}, got {fill!r}.")
-    return fill
+    return check_choice("fill", fill, FILL_MODES)
 
 
 def check_levels(

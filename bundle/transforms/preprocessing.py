@@ -28,7 +28,7 @@ from monai.transforms import (
 )
 
 from bundle.conventions import label_mapping
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 from bundle.transforms.modality import LoadSequencesd, StackModalitiesd
 
 __all__ = ["APPLIED_PREPROCESSING", "LABEL_HANDLING", "case_preprocessing"]
@@ -81,8 +81,7 @@ def case_preprocessing(
         >>> [type(t).__name__ for t in case_preprocessing(["flair", "t1"], record).transforms][-3:]
         ['Spacingd', 'CropForegroundd', 'NormalizeIntensityd']
     """
-    if label not in LABEL_HANDLING:
-        raise InputError(f"label must be one of {list(LABEL_HANDLING)}, got {label!r}.")
+    check_choice("label", label, LABEL_HANDLING)
     for key, applied in APPLIED_PREPROCESSING.items():
         if preprocessing.get(key, applied) != applied:
             raise InputError(
