@@ -1,11 +1,8 @@
 """Boolean settings as the command line hands them: "false" must mean false, "maybe" must be refused."""
 
-import tempfile
-import unittest
-
+import pytest
 import torch
 from monai.bundle import ConfigParser
-from parameterized import parameterized
 
 from bundle.data import load_datalist
 from bundle.engines import CombinationEvaluator
@@ -16,18 +13,19 @@ from tests.helpers import BUNDLE_ROOT, CONFIGS, NETWORK_KEYS, TINY_NETWORK
 TINY = {k: v for k, v in TINY_NETWORK.items() if k != "mlflow"}
 
 
-class TestFlag(unittest.TestCase):
-    @parameterized.expand(
-        [(v, True) for v in (True, 1, "true", "TRUE", "yes", "On", "1")]
-        + [(v, False) for v in (False, 0, "false", "False", "no", "OFF", "0", " false ")]
-    )
-    def test_accepted(self, value, expected):
-        self.assertIs(flag(value, "resume"), expected)
+@pytest.mark.parametrize(
+    "value, expected",
+    [(v, True) for v in (True, 1, "true", "TRUE", "yes", "On", "1")]
+    + [(v, False) for v in (False, 0, "false", "False", "no", "OFF", "0", " false ")],
+)
+def test_accepted(value, expected):
+    assert flag(value, "resume") is expected
 
-    @parameterized.expand([("maybe",), ("",), (2,), (None,), ("tru",)])
-    def test_refused_with_the_key_and_the_allowed_values(self, value):
-        with self.assertRaisesRegex(ValueError, r"--resume must be true or false \(also 1/0, yes/no, on/off\), got"):
-            flag(value, "resume")
+
+@pytest.mark.parametrize("value", ["maybe", "", 2, None, "tru"])
+def test_refused_with_the_key_and_the_allowed_values(value):
+    with pytest.raises(ValueError, match=r"--resume must be true or false \(also 1/0, yes/no, on/off\), got"):
+        flag(value, "resume")
 
 
 def parsed(config: str, key: str, value: str, item: str):
@@ -70,37 +68,22 @@ USE_SITES = [
 ]
 
 
-class TestBooleanArgumentsOfTheConstructors(unittest.TestCase):
-    """Where a config hands a boolean key straight to a constructor, the constructor reads it strictly."""
-
-    def test_evaluator_switches(self):
-        for text, expected in (("false", False), ("True", True)):
-            evaluator = CombinationEvaluator(
-                torch.nn.Identity(),
-                [],
-                None,
-                ["flair", "t1"],
-                tempfile.mkdtemp(),
-                to_labels=dict,
-                hd95=text,
-                amp=text,
-                lesion_wise=text,
-            )
-            self.assertEqual((evaluator.hd95, evaluator.amp, evaluator.lesion_wise), (expected,) * 3)
-
-    def test_network_and_data_switches(self):
-        self.assertFalse(LCKDNet(**NETWORK_KEYS, shared_encoder="false").shared_encoder)
-        with self.assertRaisesRegex(ValueError, r"--allow_split_overlap must be true or false"):
-            load_datalist(tempfile.mkdtemp(), allow_split_overlap="maybe")
+@pytest.mark.parametrize("text, expected", [("false", False), ("True", True)])
+def test_the_evaluator_reads_its_switches_strictly(tmp_path, text, expected):
+    evaluator = CombinationEvaluator(
+        torch.nn.Identity(), [], None, ["flair", "t1"], tmp_path, to_labels=dict, hd95=text, amp=text, lesion_wise=text
+    )
+    assert (evaluator.hd95, evaluator.amp, evaluator.lesion_wise) == (expected,) * 3
 
 
-class TestBooleanKeysFromTheCommandLine(unittest.TestCase):
-    @parameterized.expand([(f"{c}_{k}_{i.split('::')[-1].strip(']')}", c, k, i, r) for c, k, i, r in USE_SITES])
-    def test_false_is_false(self, _, config, key, item, read):
-        self.assertFalse(read(parsed(config, key, "false", item)), (config, key))
-        if key != "compile":  # true would run torch.compile
-            self.assertTrue(read(parsed(config, key, "True", item)), (config, key))
+def test_the_network_and_the_split_read_their_switches_strictly(tmp_path):
+    assert LCKDNet(**NETWORK_KEYS, shared_encoder="false").shared_encoder is False
+    with pytest.raises(ValueError, match=r"--allow_split_overlap must be true or false"):
+        load_datalist(tmp_path, allow_split_overlap="maybe")
 
 
-if __name__ == "__main__":
-    unittest.main()
+@pytest.mark.parametrize("config, key, item, read", USE_SITES, ids=[f"{c}-{k}-{i}" for c, k, i, _ in USE_SITES])
+def test_false_from_the_command_line_is_false(config, key, item, read):
+    assert not read(parsed(config, key, "false", item))
+    if key != "compile":  # true would run torch.compile
+        assert read(parsed(config, key, "True", item))
