@@ -279,7 +279,7 @@ def check_settings(settings: Mapping[str, Any], writable: Sequence[str | os.Path
     training step and one sliding-window batch against the device's memory.
 
     Args:
-        settings: ``{key: resolved value}``, e.g. a config's ``checked_settings``.
+        settings: ``{key: resolved value}``, e.g. from :func:`config_settings`.
         writable: folders the workflow writes to; created if needed.
 
     Raises:
