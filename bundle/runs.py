@@ -16,10 +16,11 @@ from ignite.engine import Engine
 from monai.utils import set_determinism
 
 from bundle.distributed import init_distributed
+from bundle.flags import flag
 from bundle.handlers.checkpoint import AtomicCheckpointSaver, resume_from_latest, set_aside
 from bundle.io import lock_folder
 from bundle.metadata import read_metadata
-from bundle.settings import check_settings, config_settings, flag
+from bundle.settings import check_settings, config_settings
 
 __all__ = ["is_first_process", "run_name", "begin_run", "start_training"]
 
@@ -49,7 +50,7 @@ def begin_run(
 ) -> None:
     """Everything a workflow checks and sets up before its engine is built, in this order.
 
-    1. the process group, when ``distributed`` (a boolean setting, read with :func:`bundle.settings.flag`), so that
+    1. the process group, when ``distributed`` (a boolean setting, read with :func:`bundle.flags.flag`), so that
        the device check and the lock below know the rank;
     2. the settings and the output folders (:func:`bundle.settings.check_settings`), all problems in one error;
     3. ``metadata_file``, which an election will update (checked to be writable JSON), when given;
@@ -88,7 +89,7 @@ def start_training(
         loss: an ``LCKDLoss`` (its ``attach`` logs the loss terms per iteration).
         latest_saver: the saver of the periodic checkpoints, whose ``save_dict`` a resume loads.
         ckpt_dir: the model folder.
-        resume: the ``resume`` setting (read with :func:`bundle.settings.flag`).
+        resume: the ``resume`` setting (read with :func:`bundle.flags.flag`).
     """
     loss.attach(trainer)
     latest_saver.attach(trainer)

@@ -35,12 +35,12 @@ from bundle.conventions import check_modalities
 from bundle.data.caching import check_cache
 from bundle.errors import InputError, install_excepthook
 from bundle.flags import flag
-from bundle.handlers.dropping import DROPPING_SCHEDULES
+from bundle.handlers.dropping import check_schedule
 from bundle.handlers.election import check_elect_epoch, check_reelect_every
-from bundle.handlers.selection import SELECTION_METRICS
-from bundle.losses.ckd import CKD_REDUCTIONS, check_ckd_weight
+from bundle.handlers.selection import selection_metric
+from bundle.losses.ckd import check_ckd_reduction, check_ckd_weight
 from bundle.memory import device_memory, step_memory
-from bundle.metrics.scoring import SCORING_RULES
+from bundle.metrics.scoring import check_rules
 from bundle.networks.lckdnet import check_fill, check_levels, downsampling
 
 __all__ = ["BOOLEAN_KEYS", "flag", "config_settings", "check_settings", "check_writable", "check_command_line", "rules"]
@@ -83,10 +83,6 @@ def _number(low: float, high: float | None = None, low_open: bool = False, high_
         return f"a number {lower}" + (f" and {'<' if high_open else '<='} {high}" if high is not None else "")
 
     return check
-
-
-def _choice(allowed: Sequence[str]) -> Callable[[Any], str | None]:
-    return lambda value: None if value in allowed else f"one of {list(allowed)}"
 
 
 def _ints(length: int | None = None) -> Callable[[Any], str | None]:
@@ -187,11 +183,11 @@ def rules() -> dict[str, Callable[[Any], str | None]]:
         "modalities": _checked_by(check_modalities, "modalities"),
         "device": _device,
         "fill": _checked_by(check_fill, "fill"),
-        "dropping": _choice(DROPPING_SCHEDULES),
-        "select_model": _choice(list(SELECTION_METRICS)),
-        "ckd_reduction": _choice(CKD_REDUCTIONS),
+        "dropping": _checked_by(check_schedule, "dropping"),
+        "select_model": _checked_by(selection_metric, "select_model"),
+        "ckd_reduction": _checked_by(check_ckd_reduction, "ckd_reduction"),
         "cache": _checked_by(check_cache, "cache"),
-        "scoring": _choice(list(SCORING_RULES)),
+        "scoring": _checked_by(check_rules, "scoring"),
         **dict.fromkeys((*BOOLEAN_KEYS, "for_training"), _boolean),
     }
 

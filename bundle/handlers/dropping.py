@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 
-__all__ = ["DROPPING_SCHEDULES", "draw_kept_sequences", "ModalityDropping"]
+__all__ = ["DROPPING_SCHEDULES", "check_schedule", "draw_kept_sequences", "ModalityDropping"]
 
 DROPPING_SCHEDULES = ("lckd", "uniform15", "none")
 """``lckd``: the official code's (per batch, 1 to N-1 sequences); ``uniform15``: per sample, any non-empty
 subset; ``none``: every present sequence."""
 
 
-def _check_schedule(schedule: str) -> None:
-    if schedule not in DROPPING_SCHEDULES:
-        raise InputError(f"dropping must be one of {list(DROPPING_SCHEDULES)}, got {schedule!r}.")
+def check_schedule(schedule: Any) -> str:
+    """``schedule`` (the ``dropping`` setting) as :class:`ModalityDropping` takes it (also checked by
+    ``bundle.settings`` before a workflow reads data)."""
+    return check_choice("dropping", schedule, DROPPING_SCHEDULES)
 
 
 def draw_kept_sequences(present: torch.Tensor, schedule: str, rng: np.random.Generator) -> torch.Tensor:
@@ -45,7 +48,7 @@ def draw_kept_sequences(present: torch.Tensor, schedule: str, rng: np.random.Gen
         >>> bool((kept[0] == kept[1]).all()), 1 <= int(kept[0].sum()) <= 3
         (True, True)
     """
-    _check_schedule(schedule)
+    check_schedule(schedule)
     present = present.to(torch.bool).cpu()
     if schedule == "none":
         return present.clone()
@@ -91,7 +94,7 @@ class ModalityDropping:
         image_key: str = "image",
         mask_key: str = "mask",
     ) -> None:
-        _check_schedule(schedule)
+        check_schedule(schedule)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise InputError(
                 f"warmup_epochs must be an int >= 0 (0: drop from the first epoch), got {warmup_epochs!r}."

@@ -13,11 +13,17 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from bundle.conventions import DEFAULT_MODALITIES, check_modalities, check_teachers
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 
-__all__ = ["CKD_REDUCTIONS", "check_ckd_weight", "CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
+__all__ = ["CKD_REDUCTIONS", "check_ckd_reduction", "check_ckd_weight", "CKDLoss", "RegionDiceBCELoss", "LCKDLoss"]
 
 CKD_REDUCTIONS = ("sum", "mean")
+
+
+def check_ckd_reduction(reduction: Any) -> str:
+    """``ckd_reduction`` as :class:`CKDLoss` takes it (also checked by ``bundle.settings`` before a workflow reads
+    data)."""
+    return check_choice("ckd_reduction", reduction, CKD_REDUCTIONS)
 
 
 def check_ckd_weight(ckd_weight: Any) -> float:
@@ -54,9 +60,7 @@ class CKDLoss(nn.Module):
 
     def __init__(self, reduction: str = "sum") -> None:
         super().__init__()
-        if reduction not in CKD_REDUCTIONS:
-            raise InputError(f"ckd_reduction must be one of {list(CKD_REDUCTIONS)}, got {reduction!r}.")
-        self.reduction = reduction
+        self.reduction = check_ckd_reduction(reduction)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, teachers: torch.Tensor) -> torch.Tensor:
         """

@@ -45,7 +45,7 @@ from panoptica.utils.segmentation_class import SegmentationClassGroups
 from scipy import ndimage
 
 from bundle.conventions import LABEL_CONVENTIONS, NETWORK_REGIONS, REGION_CLASSES, label_regions
-from bundle.errors import InputError
+from bundle.errors import InputError, check_choice
 
 __all__ = [
     "SCORING_RULES",
@@ -82,9 +82,7 @@ disable_citation_reminder()  # its console banner would interrupt the evaluation
 
 def check_rules(rules: str) -> str:
     """``rules`` if it names a rule set of :data:`SCORING_RULES`, else an :class:`InputError` listing them."""
-    if rules not in SCORING_RULES:
-        raise InputError(f"scoring must be one of {list(SCORING_RULES)}, got {rules!r}.")
-    return rules
+    return check_choice("scoring", rules, list(SCORING_RULES))
 
 
 def metric_names(rules: str = "brats2025", lesion_wise: bool = True) -> tuple[str, ...]:
