@@ -21,6 +21,7 @@ __all__ = [
     "InputError",
     "InputFileError",
     "check_choice",
+    "check_whole_number",
     "brief",
     "input_error_of",
     "excepthook",
@@ -53,6 +54,24 @@ def check_choice(key: str, value: object, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise InputError(f"{key} must be one of {list(allowed)}, got {value!r}.")
     return str(value)
+
+
+def check_whole_number(key: str, value: object, minimum: int, meaning: str | None = None) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``.
+
+    Raises:
+        InputError: ``"<key> must be a whole number >= <minimum> (<meaning>), got <value>."``
+
+    Example:
+        >>> check_whole_number("elect_epoch", 2.5, 1)
+        Traceback (most recent call last):
+        ...
+        bundle.errors.InputError: elect_epoch must be a whole number >= 1, got 2.5.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        why = f" ({meaning})" if meaning else ""
+        raise InputError(f"{key} must be a whole number >= {minimum}{why}, got {value!r}.")
+    return value
 
 
 def brief(error: BaseException, limit: int = 160) -> str:

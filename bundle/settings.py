@@ -33,7 +33,7 @@ from monai.bundle import ReferenceResolver
 
 from bundle.conventions import check_modalities
 from bundle.data.caching import check_cache
-from bundle.errors import InputError, install_excepthook
+from bundle.errors import InputError, check_whole_number, install_excepthook
 from bundle.flags import flag
 from bundle.handlers.dropping import check_schedule
 from bundle.handlers.election import check_elect_epoch, check_reelect_every
@@ -63,12 +63,7 @@ BOOLEAN_KEYS = (
 
 
 def _whole(minimum: int) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            return f"a whole number >= {minimum}"
-        return None
-
-    return check
+    return _checked_by(functools.partial(check_whole_number, "value", minimum=minimum), "value")
 
 
 def _number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = True) -> Callable:

@@ -15,7 +15,7 @@ from torch import nn
 
 from bundle.conventions import check_modalities
 from bundle.distributed import unwrap
-from bundle.errors import InputError
+from bundle.errors import InputError, check_whole_number
 from bundle.metadata import update_metadata
 from bundle.metrics.combinations import combination_dice
 from bundle.metrics.teacher_choice import (
@@ -32,27 +32,20 @@ from bundle.transforms.labels import PredictionToLabelsd
 __all__ = ["ElectionHandler", "check_elect_epoch", "check_reelect_every"]
 
 MODEL_ELECTION = "model_election"
-
-
-def _whole_number(value: Any, key: str, minimum: int, meaning: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{key} must be a whole number >= {minimum} ({meaning}), got {value!r}.")
-    return value
+"""Key, in a training checkpoint's ``lckd`` entry, of the election of the weights last written to model.pt."""
 
 
 def check_elect_epoch(elect_epoch: Any) -> int:
     """``elect_epoch`` as :class:`ElectionHandler` takes it (also checked by ``bundle.settings`` before a workflow
     reads data). Raises InputError for anything but a whole number >= 1."""
-    return _whole_number(elect_epoch, "elect_epoch", 1, "epochs of warm-up before the first election")
+    return check_whole_number("elect_epoch", elect_epoch, 1, "epochs of warm-up before the first election")
 
 
 def check_reelect_every(reelect_every: Any) -> int:
     """``reelect_every`` as :class:`ElectionHandler` takes it (also checked by ``bundle.settings``). Raises
     InputError for anything but a whole number >= 0."""
-    return _whole_number(reelect_every, "reelect_every", 0, "0 = elect once")
+    return check_whole_number("reelect_every", reelect_every, 0, "0 = elect once")
 
-
-"""Key, in a training checkpoint's ``lckd`` entry, of the election of the weights last written to model.pt."""
 
 logger = logging.getLogger(__name__)
 

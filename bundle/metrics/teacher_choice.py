@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bundle.conventions import NETWORK_REGIONS, REPORT_REGIONS, check_modalities
-from bundle.errors import InputError
+from bundle.errors import InputError, check_whole_number
 
 __all__ = [
     "LOW_WIN_RATE",
@@ -183,8 +183,7 @@ def site_election_summary(dice: torch.Tensor, min_cases: int = MIN_SITE_CASES) -
     """
     if dice.dim() != 3 or dice.shape[2] != len(NETWORK_REGIONS):
         raise InputError(f"dice must be (cases, modalities, {len(NETWORK_REGIONS)} regions), got {list(dice.shape)}.")
-    if isinstance(min_cases, bool) or not isinstance(min_cases, int) or min_cases < 1:
-        raise InputError(f"min_cases must be a whole number >= 1, got {min_cases!r}.")
+    check_whole_number("min_cases", min_cases, 1)
     present = ~torch.isnan(dice)
     complete = _complete(dice)
     dice_sum, cases = _suppressed(torch.where(present, dice, 0.0).sum(0), present.sum(0), min_cases)
