@@ -132,24 +132,48 @@ class TestCoregistration(unittest.TestCase):
                 coregister({"t1ce": images["t1ce"], "t2": noise}, names={"t1ce": "T1CE", "t2": "T2"})
 
 
-@pytest.mark.slow
 class TestBrainExtraction(unittest.TestCase):
-    def test_deepbet_finds_the_brain_inside_the_skull(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            study = Path(tmp) / "study"
-            record = make_study(study, seed=0, sequences=["t1ce"], spacing=3.0, coarsen=3.0, vendor="SIEMENS")
-            (series,) = find_series(study / "dicom")
-            image = read_series(series)
-            brain = sitk.ReadImage(str(study / "truth" / "atlas_brain.nii.gz"))
-            truth = sitk.GetArrayFromImage(
-                sitk.Resample(brain, image, drawn_transform(record, "t1ce"), sitk.sitkNearestNeighbor, 0)
-            ).astype(bool)
-            mask = sitk.GetArrayFromImage(extract_brain(image, threads=1)).astype(bool)
-            self.assertGreater(binary_dice(mask, truth), 0.92)  # measured 0.963
-            kept = sitk.GetArrayFromImage(extract_brain(image, method="none")).astype(bool)
-            self.assertLess(binary_dice(kept, truth), 0.8)  # the head is not the brain: 0.693
-            with self.assertRaisesRegex(InputError, r"must be one of \['deepbet', 'hd-bet', 'none'\], got 'bet'"):
-                extract_brain(image, method="bet")
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        study = Path(cls.tmp.name) / "study"
+        record = make_study(study, seed=0, sequences=["t2"], spacing=3.0, coarsen=3.0, vendor="SIEMENS")
+        (series,) = find_series(study / "dicom")
+        cls.image = read_series(series)
+        brain = sitk.ReadImage(str(study / "truth" / "atlas_brain.nii.gz"))
+        cls.truth = sitk.GetArrayFromImage(
+            sitk.Resample(brain, cls.image, drawn_transform(record, "t2"), sitk.sitkNearestNeighbor, 0)
+        ).astype(bool)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    # on T2 (1.5 x 1.5 x 12 mm coronal, with skull and scalp): HD-BET finds the brain, deepbet (trained on T1) takes in
+    # skull and scalp; measured Dice 0.972 and 0.876 (keeping the head: 0.695)
+    @parameterized.expand([("hd-bet", 0.95, 1.0), ("deepbet", 0.8, 0.92)])
+    @pytest.mark.slow
+    def test_finds_the_brain_inside_the_skull(self, method, lowest, highest):
+        mask = sitk.GetArrayFromImage(extract_brain(self.image, method, threads=1)).astype(bool)
+        self.assertTrue(lowest < binary_dice(mask, self.truth) < highest, binary_dice(mask, self.truth))
+
+    def test_none_keeps_the_head_and_unknown_methods_are_refused(self):
+        kept = sitk.GetArrayFromImage(extract_brain(self.image, method="none")).astype(bool)
+        self.assertLess(binary_dice(kept, self.truth), 0.8)  # the head is not the brain
+        with self.assertRaisesRegex(InputError, r"must be one of \['deepbet', 'hd-bet', 'none'\], got 'bet'"):
+            extract_brain(self.image, method="bet")
+
+    def test_subnormal_weights_are_zeroed_and_nothing_else_changes(self):
+        """HD-BET's weights load without subnormal floats, which made its CPU convolutions 30 times slower."""
+        import torch
+
+        from bundle.clinical.brain import _without_denormals
+
+        tiny = torch.finfo(torch.float32).tiny
+        state = {"weight": torch.tensor([tiny / 4, -tiny / 2, tiny, 0.5, -1e-30]), "steps": torch.tensor([3])}
+        cleaned = _without_denormals(state)
+        torch.testing.assert_close(cleaned["weight"], torch.tensor([0.0, 0.0, tiny, 0.5, -1e-30]))
+        self.assertTrue(torch.equal(cleaned["steps"], state["steps"]))
 
 
 class TestBadStudies(unittest.TestCase):
@@ -520,7 +544,12 @@ class TestMeasurementTables(unittest.TestCase):
         prepared = {
             "a": {
                 "registration_mm": {"flair->t1ce": 0.2, "t1->flair": 3.0, "t2->t1": 0.4, "t1->t2": 0.1},
-                "brain_dice": {"t1ce": 0.95, "t1": 0.96, "flair": 0.94, "t2": 0.85},
+                "brain_dice": {
+                    "t1ce": {"hd-bet": 0.98, "deepbet": 0.95},
+                    "t1": {"hd-bet": 0.97, "deepbet": 0.96},
+                    "flair": {"hd-bet": 0.96, "deepbet": 0.94},
+                    "t2": {"hd-bet": 0.95, "deepbet": 0.85},
+                },
                 "seconds": {"atlas": 0.0},
             }
         }
@@ -535,7 +564,7 @@ class TestMeasurementTables(unittest.TestCase):
                 "advice_table": {"split": "test", "cases": 8, "dice": dice},
             }
         )
-        self.assertIn("| flair | 3.00, 3.00 | 0.940, 0.940 |", text)  # t1->flair, by reference
-        self.assertIn("| t1 | 0.40, 0.40 | 0.960, 0.960 |", text)
+        self.assertIn("| flair | 3.00, 3.00 | 0.960, 0.960 | 0.940, 0.940 |", text)  # t1->flair, by reference
+        self.assertIn("| t1 | 0.40, 0.40 | 0.970, 0.970 | 0.960, 0.960 |", text)
         self.assertIn("Pearson r 1.00, same sign 100%, mean absolute difference 0.000", text)
         self.assertIn("over 84 (combination, added sequence, region) gains", text)

@@ -3,7 +3,8 @@ modality combination against the same cases given preprocessed, and whether the 
 
 For each study (:func:`bundle.clinical.studies.make_study`, all four sequences acquired) and each sequence that can be
 the reference, the stages of :func:`bundle.clinical.pipeline.segment_study` run once: the other series registered to
-it, its brain extracted, aligned to the atlas, every sequence brought onto the atlas grid. A combination then takes
+it, its brain extracted (by each extractor of :data:`EXTRACTORS`, scored; the configured one's mask goes on), aligned
+to the atlas, every sequence brought onto the atlas grid. A combination then takes
 the reference the pipeline would take for it (:func:`bundle.clinical.registration.reference_sequence`) and its
 sequences' atlas-grid files, which the bundle's inference segments (one run per combination over all studies); the
 label maps go back to the reference's grid and are scored against the truth drawn there. The preprocessed arm gives
@@ -44,16 +45,23 @@ from bundle.errors import install_excepthook
 from bundle.metadata import EXPECTED_DICE_KEY
 from bundle.metrics import binary_dice, score_label_maps
 
-__all__ = ["prepare_study", "measure", "format_tables", "main"]
+__all__ = ["EXTRACTORS", "prepare_study", "measure", "format_tables", "main"]
 
 logger = logging.getLogger(__name__)
 
+EXTRACTORS = ("hd-bet", "deepbet")
+"""The brain extractors measured on every reference series."""
 
-def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
+
+def prepare_study(study: Path, atlas, rules: list, out: Path, method: str = "hd-bet") -> dict[str, Any]:
     """Every reference's stages for one study; atlas-grid files under ``out/<reference>/<study>/``.
 
+    Both extractors of :data:`EXTRACTORS` run on every reference and are scored; the pipeline goes on with ``method``'s
+    mask.
+
     Returns:
-        ``{"registration_mm": {pair: median error}, "brain_dice": {reference: Dice}, "seconds": {stage: s}}``.
+        ``{"registration_mm": {pair: median error}, "brain_dice": {reference: {extractor: Dice}},
+        "seconds": {stage: s}}`` (``brain <extractor>`` stages).
     """
     import SimpleITK as sitk
 
@@ -64,7 +72,7 @@ def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
     voxels = np.argwhere(sitk.GetArrayFromImage(truth_brain) > 0)[::50, ::-1].astype(float)
     atlas_points = [truth_brain.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels]
     result: dict[str, Any] = {"registration_mm": {}, "brain_dice": {}, "seconds": {}}
-    seconds = {"registration": 0.0, "brain": 0.0, "atlas": 0.0}
+    seconds = {"registration": 0.0, **{f"brain {e}": 0.0 for e in EXTRACTORS}, "atlas": 0.0}
     for reference in REFERENCE_ORDER:
         into_reference = drawn_transform(record, reference).GetInverse()
         points = np.asarray([into_reference.TransformPoint(p) for p in atlas_points])
@@ -80,15 +88,19 @@ def prepare_study(study: Path, atlas, rules: list, out: Path) -> dict[str, Any]:
             errors = point_errors(registrations[sequence].transform, truth, points)
             result["registration_mm"][f"{sequence}->{reference}"] = float(np.median(errors))
         seconds["registration"] += time.perf_counter() - start
-        start = time.perf_counter()
-        brain = extract_brain(images[reference])
-        seconds["brain"] += time.perf_counter() - start
-        truth_mask = sitk.Resample(
-            truth_brain, images[reference], drawn_transform(record, reference), sitk.sitkNearestNeighbor, 0
+        truth_mask = sitk.GetArrayFromImage(
+            sitk.Resample(truth_brain, images[reference], drawn_transform(record, reference), sitk.sitkNearestNeighbor)
         )
-        result["brain_dice"][reference] = binary_dice(
-            sitk.GetArrayFromImage(brain) > 0, sitk.GetArrayFromImage(truth_mask) > 0
-        )
+        masks = {}
+        for extractor in EXTRACTORS:
+            start = time.perf_counter()
+            masks[extractor] = extract_brain(images[reference], extractor)
+            seconds[f"brain {extractor}"] += time.perf_counter() - start
+        result["brain_dice"][reference] = {
+            extractor: binary_dice(sitk.GetArrayFromImage(mask) > 0, truth_mask > 0)
+            for extractor, mask in masks.items()
+        }
+        brain = masks[method]
         case = out / reference / study.name
         if (case / "atlas_to_reference.tfm").exists():  # a resumed measurement: the registrations are seeded
             continue
@@ -140,7 +152,7 @@ def measure(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(ckpt_path or BUNDLE_ROOT / "models" / "model.pt")
     metadata_file = Path(metadata_file or BUNDLE_ROOT / "configs" / "metadata.json")
-    rules = read_clinical_config()["series_rules"]
+    config = read_clinical_config()
     atlas = load_atlas()
     prepared: dict[str, Any] = {}
     names = []
@@ -154,7 +166,9 @@ def measure(
         if not (out / "studies" / name).exists():
             make_study(out / "studies" / name, seed=seed + index, spacing=spacing, coarsen=coarsen)
         start = time.perf_counter()
-        prepared[name] = prepare_study(out / "studies" / name, atlas, rules, out / "atlas")
+        prepared[name] = prepare_study(
+            out / "studies" / name, atlas, config["series_rules"], out / "atlas", config["brain_extraction"]
+        )
         record.parent.mkdir(exist_ok=True)
         record.write_text(json.dumps(prepared[name]))
         logger.info(f"{name}: prepared in {time.perf_counter() - start:.0f} s")
@@ -227,20 +241,20 @@ def format_tables(results: dict[str, Any]) -> str:
         f"{results['studies']} phantom studies (seeds {results['seed']}-{results['seed'] + results['studies'] - 1}), "
         f"atlas grid {results['spacing']} mm, native voxels {results['coarsen']}x the protocols'.",
         "",
-        "| reference | registration error, median over brain points (mm): median, max over pairs | brain-mask Dice (deepbet): mean, min |",
-        "|---|---|---|",
+        "| reference | registration error, median over brain points (mm): median, max over pairs | "
+        + " | ".join(f"brain-mask Dice ({e}): mean, min" for e in EXTRACTORS)
+        + " |",
+        "|---|---|" + "---|" * len(EXTRACTORS),
     ]
     for reference in REFERENCE_ORDER:
-        brain = [entry["brain_dice"][reference] for entry in prepared]
-        lines.append(
-            f"| {reference} | {np.median(errors[reference]):.2f}, {np.max(errors[reference]):.2f} | "
-            f"{np.mean(brain):.3f}, {np.min(brain):.3f} |"
-        )
+        cells = [f"{np.median(errors[reference]):.2f}, {np.max(errors[reference]):.2f}"]
+        for extractor in EXTRACTORS:
+            brain = [entry["brain_dice"][reference][extractor] for entry in prepared]
+            cells.append(f"{np.mean(brain):.3f}, {np.min(brain):.3f}")
+        lines.append(f"| {reference} | " + " | ".join(cells) + " |")
     timed = [entry for entry in prepared if entry["seconds"]["atlas"] > 0]
     if timed:
-        seconds = {
-            stage: np.mean([entry["seconds"][stage] for entry in timed]) for stage in ("registration", "brain", "atlas")
-        }
+        seconds = {stage: np.mean([entry["seconds"][stage] for entry in timed]) for stage in timed[0]["seconds"]}
         lines += [
             "",
             f"Seconds per study and reference ({len(timed)} studies timed): "

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--brain_extraction",
         choices=BRAIN_METHODS,
         default=None,
-        help="deepbet (default) or none for series that are already skull-stripped",
+        help="hd-bet (default), deepbet (lighter, trained on T1 only) or none for series already skull-stripped",
     )
     parser.add_argument("--atlas", default=None, help="a skull-stripped T1 template (e.g. SRI-24) on the model's grid")
     parser.add_argument("--all_grids", action="store_true", help="also write the label map in every series' grid")

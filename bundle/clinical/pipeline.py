@@ -60,7 +60,7 @@ def read_clinical_config(path: str | os.PathLike = CLINICAL_CONFIG) -> dict[str,
     config.setdefault("registration", {}).setdefault("min_mutual_information", MIN_MUTUAL_INFORMATION)
     config["registration"].setdefault("min_mutual_information_skull_stripped", MIN_MUTUAL_INFORMATION_SKULL_STRIPPED)
     config["registration"].setdefault("refuse_unconverged", True)
-    config.setdefault("brain_extraction", "deepbet")
+    config.setdefault("brain_extraction", "hd-bet")
     config.setdefault("atlas", None)
     if config["brain_extraction"] not in BRAIN_METHODS:
         raise InputError(
@@ -166,7 +166,7 @@ def segment_study(
         metadata_file: the model's metadata.json (default: ``bundle_root/configs/metadata.json``): its version, and
             the Dice table the advice reads.
         config_file: the clinical settings (series rules, registration threshold, brain extraction, atlas).
-        brain_extraction: ``"deepbet"`` or ``"none"`` (default: the config's).
+        brain_extraction: one of :data:`bundle.clinical.brain.BRAIN_METHODS` (default: the config's, ``"hd-bet"``).
         atlas: a skull-stripped T1 template on the model's grid (default: the config's, else the MNI template).
         all_grids: also write the label map in each series' own grid.
         dicom_seg: write ``segmentation.dcm`` (off where another writer, such as MONAI Deploy's, writes the SEG).
