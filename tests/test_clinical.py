@@ -567,4 +567,5 @@ class TestMeasurementTables(unittest.TestCase):
         self.assertIn("| flair | 3.00, 3.00 | 0.960, 0.960 | 0.940, 0.940 |", text)  # t1->flair, by reference
         self.assertIn("| t1 | 0.40, 0.40 | 0.970, 0.970 | 0.960, 0.960 |", text)
         self.assertIn("Pearson r 1.00, same sign 100%, mean absolute difference 0.000", text)
+        self.assertRegex(text, r"\| flair \| 0\.\d{3} ± 0\.014 \| 0\.\d{3} ± 0\.014 \| \+0\.000 ± 0\.000 \|")
         self.assertIn("over 84 (combination, added sequence, region) gains", text)

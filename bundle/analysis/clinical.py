@@ -263,21 +263,30 @@ def format_tables(results: dict[str, Any]) -> str:
         ]
     lines.append("")
     lines += [
-        "| combination | native WT | preprocessed WT | native TC | preprocessed TC | native ET | preprocessed ET |",
-        "|---|---|---|---|---|---|---|",
+        "| combination | native WT | preprocessed WT | WT native - preprocessed, per study: mean ± standard error | "
+        "native TC | preprocessed TC | native ET | preprocessed ET |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     measured: dict[str, dict[str, float]] = {}
     for combination in modality_combinations(DEFAULT_MODALITIES):
         label = combination_name(combination)
         cells = []
         for region in ("WT", "TC", "ET"):
-            for arm in ("native", "preprocessed"):
-                mean, std = _mean_std(
-                    [r[f"dice_{region}"] for r in results["rows"] if r["combination"] == label and r["arm"] == arm]
-                )
+            arms = {
+                arm: {
+                    r["study"]: r[f"dice_{region}"]
+                    for r in results["rows"]
+                    if r["combination"] == label and r["arm"] == arm
+                }
+                for arm in ("native", "preprocessed")
+            }
+            for dice in arms.values():
+                mean, std = _mean_std(list(dice.values()))
                 cells.append(f"{mean:.3f} ± {std:.3f}")
-                if arm == "native":
-                    measured.setdefault(label, {})[region] = mean
+            measured.setdefault(label, {})[region] = _mean_std(list(arms["native"].values()))[0]
+            if region == "WT":
+                mean, std = _mean_std([arms["native"][s] - arms["preprocessed"][s] for s in arms["native"]])
+                cells.append(f"{mean:+.3f} ± {std / np.sqrt(len(arms['native'])):.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = results.get("advice_table")
     if table:
