@@ -100,7 +100,7 @@ def prepare_study(study: Path, atlas, rules: list, out: Path, method: str = "hd-
             extractor: binary_dice(sitk.GetArrayFromImage(mask) > 0, truth_mask > 0)
             for extractor, mask in masks.items()
         }
-        brain = masks[method]
+        brain = masks[method] if method in masks else extract_brain(images[reference], method)  # e.g. "none"
         case = out / reference / study.name
         if (case / "atlas_to_reference.tfm").exists():  # a resumed measurement: the registrations are seeded
             continue
@@ -280,10 +280,9 @@ def format_tables(results: dict[str, Any]) -> str:
                 }
                 for arm in ("native", "preprocessed")
             }
-            for dice in arms.values():
-                mean, std = _mean_std(list(dice.values()))
-                cells.append(f"{mean:.3f} ± {std:.3f}")
-            measured.setdefault(label, {})[region] = _mean_std(list(arms["native"].values()))[0]
+            means = {arm: _mean_std(list(dice.values())) for arm, dice in arms.items()}
+            cells += [f"{mean:.3f} ± {std:.3f}" for mean, std in means.values()]
+            measured.setdefault(label, {})[region] = means["native"][0]
             if region == "WT":
                 mean, std = _mean_std([arms["native"][s] - arms["preprocessed"][s] for s in arms["native"]])
                 cells.append(f"{mean:+.3f} ± {std / np.sqrt(len(arms['native'])):.3f}")
