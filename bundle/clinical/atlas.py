@@ -80,7 +80,10 @@ def to_atlas(
     atlas,
     brain_mask,
 ) -> dict[str, object]:
-    """Every sequence on the atlas grid, linearly interpolated once, zero outside the brain.
+    """Every sequence on the atlas grid, interpolated once (cubic B-spline), zero outside the brain.
+
+    Cubic rather than linear because linear interpolation smooths each native series once more on its way to the
+    atlas grid; the model card's "clinical path measured" section gives what the choice changed on 20 phantom studies.
 
     Args:
         images: ``{sequence: SimpleITK image}`` in native space.
@@ -103,7 +106,7 @@ def to_atlas(
     volumes = {}
     for sequence, image in images.items():
         transform = atlas_to_sequence(atlas_registration, registrations[sequence])
-        moved = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), atlas, transform, sitk.sitkLinear, 0.0)
+        moved = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), atlas, transform, sitk.sitkBSpline, 0.0)
         volumes[sequence] = sitk.Mask(moved, brain)
     return volumes
 
