@@ -5,8 +5,9 @@ Apache-2.0; its wheel ships the weights, so nothing is downloaded at run time; t
 the default: it segments the brain of the reference series, and the mask is applied to every co-registered sequence.
 ``deepbet`` (MIT, TorchScript weights in its wheel, trained on T1) is the lighter alternative (2 s instead of about
 15 s on a 2-core CPU); its masks are larger than the brain, and on T2 take in skull and scalp. ``method="none"`` keeps
-every voxel, for series that are already skull-stripped. Measured on the phantom studies of
-:mod:`bundle.clinical.studies` with the CPU times above: the model card, "From the scanner to the report".
+every voxel, for series that are already skull-stripped. On T2, where the CSF around the brain is bright, HD-BET's mask
+takes in most of that CSF, which widens the intensity normalisation of a T2-only study. Measured on the phantom
+studies of :mod:`bundle.clinical.studies` with the CPU times above: the model card, "From the scanner to the report".
 """
 
 from __future__ import annotations
