@@ -100,10 +100,10 @@ def prepare_study(study: Path, atlas, rules: list, out: Path, method: str = "hd-
             extractor: binary_dice(sitk.GetArrayFromImage(mask) > 0, truth_mask > 0)
             for extractor, mask in masks.items()
         }
-        brain = masks[method] if method in masks else extract_brain(images[reference], method)  # e.g. "none"
         case = out / reference / study.name
         if (case / "atlas_to_reference.tfm").exists():  # a resumed measurement: the registrations are seeded
             continue
+        brain = masks[method] if method in masks else extract_brain(images[reference], method)  # e.g. "none"
         start = time.perf_counter()
         alignment = align_to_atlas(images[reference], brain, atlas)
         registrations[reference] = Registration(sitk.Euler3DTransform(), float("nan"), 0)
